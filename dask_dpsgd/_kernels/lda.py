@@ -1,0 +1,419 @@
+"""LDA kernels for stochastic variational inference (the DPSVI E-step and bound).
+
+Notation follows Hoffman et al. (2013) and PAPER.md: ``K`` topics, ``lambda`` (topic-word
+variational Dirichlet), ``gamma`` (document-topic variational Dirichlet), ``alpha``
+(``doc_topic_prior``), ``eta`` (``topic_word_prior``). Every topic-word array here is stored
+**word-major** (``(n_words, K)``), the transpose of scikit-learn's ``components_``: a
+minibatch needs a few words' columns of ``lambda``, and word-major makes each of them one
+contiguous row, so the parameter server's sparse pull is a row gather and the inner loops
+over topics vectorise.
+
+Kernels are written as plain Python functions and compiled once at import into a serial
+and a ``parallel=True`` dispatcher (STYLE.md rule 9); the plain functions stay importable
+for tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from dask_dpsgd._kernels.special import dirichlet_expectation_rows, psi
+
+# Same guard as scikit-learn's E-step (np.finfo(float).eps) so a word whose every topic
+# weight underflows does not divide by zero.
+EPS = float(np.finfo(np.float64).eps)
+
+
+def _doc_estep(cols, cnts, exp_beta, gamma_d, alpha, max_iter, tol, exp_theta, last,
+               acc, rows):
+    """Coordinate ascent for one document's ``gamma_d``; returns ``exp(E[log theta_d])``.
+
+    Parameters
+    ----------
+    cols : ndarray of int64, shape (n_d,)
+        Row of ``exp_beta`` for each distinct word of the document.
+    cnts : ndarray of float64, shape (n_d,)
+        Word counts ``n_dw``.
+    exp_beta : ndarray of float64, shape (n_words, K)
+        ``exp(E[log beta])`` word-major.
+    gamma_d : ndarray of float64, shape (K,)
+        Initial ``gamma_d``; overwritten with the converged value.
+    alpha : float
+        Document-topic prior.
+    max_iter : int
+        ``max_doc_update_iter``.
+    tol : float
+        ``mean_change_tol`` on ``mean(|gamma_new - gamma_old|)``.
+    exp_theta, last, acc : ndarray of float64, shape (K,)
+        Workspaces; ``exp_theta`` holds ``exp(E[log theta_d])`` on return.
+    rows : ndarray of float64, shape (>= n_d, K)
+        Workspace: the document's rows of ``exp_beta``, gathered once so that the up to
+        ``max_iter`` sweeps read contiguous memory (scikit-learn gathers
+        ``exp_topic_word_distr[:, ids]`` for the same reason).
+
+    Notes
+    -----
+    Equivalent to the loop of ``sklearn.decomposition._lda._update_doc_distribution``
+    for one document::
+
+        for _ in range(max_iter):
+            last = gamma_d
+            norm_phi = exp_theta @ exp_beta[cols].T + EPS
+            gamma_d = exp_theta * ((cnts / norm_phi) @ exp_beta[cols]) + alpha
+            exp_theta = exp(psi(gamma_d) - psi(gamma_d.sum()))
+            if mean(abs(gamma_d - last)) < tol: break
+    """
+    K = gamma_d.shape[0]
+    n_d = cols.shape[0]
+    for j in range(n_d):
+        src = exp_beta[cols[j]]
+        for k in range(K):
+            rows[j, k] = src[k]
+    s = 0.0
+    for k in range(K):
+        s += gamma_d[k]
+    ps = psi(s)
+    for k in range(K):
+        exp_theta[k] = math.exp(psi(gamma_d[k]) - ps)
+    for _ in range(max_iter):
+        for k in range(K):
+            last[k] = gamma_d[k]
+            acc[k] = 0.0
+        # phi_dwk is proportional to exp_theta_k * exp_beta_wk and norm_phi_w normalises
+        # it; gamma_dk = alpha + sum_w n_dw phi_dwk. norm_phi_w needs only this
+        # iteration's exp_theta, so the two products share one sweep over the rows:
+        # each row of exp_beta is read once per iteration, while it is in L1.
+        for j in range(n_d):
+            t = 0.0
+            for k in range(K):
+                t += exp_theta[k] * rows[j, k]
+            r = cnts[j] / (t + EPS)
+            for k in range(K):
+                acc[k] += r * rows[j, k]
+        s = 0.0
+        for k in range(K):
+            gamma_d[k] = exp_theta[k] * acc[k] + alpha
+            s += gamma_d[k]
+        ps = psi(s)
+        change = 0.0
+        for k in range(K):
+            exp_theta[k] = math.exp(psi(gamma_d[k]) - ps)
+            change += abs(gamma_d[k] - last[k])
+        if change / K < tol:
+            break
+
+
+_doc_estep_jit = numba.njit(cache=True, nogil=True, fastmath=True)(_doc_estep)
+
+
+def _accumulate_sstats(cols, cnts, exp_beta, exp_theta, sstats):
+    """Add one document's expected counts ``n_dw phi_dwk`` to ``sstats`` (word-major).
+
+    Notes
+    -----
+    Equivalent to ``sstats[cols] += np.outer(cnts / norm_phi, exp_theta) *
+    exp_beta[cols]`` with ``norm_phi = exp_beta[cols] @ exp_theta + EPS``, i.e.
+    scikit-learn's ``suff_stats`` after its final ``*= exp_dirichlet_component_``.
+    """
+    K = exp_theta.shape[0]
+    for j in range(cols.shape[0]):
+        row = exp_beta[cols[j]]
+        t = 0.0
+        for k in range(K):
+            t += exp_theta[k] * row[k]
+        r = cnts[j] / (t + EPS)
+        out = sstats[cols[j]]
+        for k in range(K):
+            out[k] += r * exp_theta[k] * row[k]
+
+
+_accumulate_sstats_jit = numba.njit(cache=True, nogil=True, fastmath=True)(
+    _accumulate_sstats
+)
+
+
+def _estep_serial(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sstats,
+                  sstats_slabs):
+    """E-step of a minibatch on one thread.
+
+    Parameters
+    ----------
+    indptr : ndarray of int64, shape (n_docs + 1,)
+        CSR row pointers of the minibatch.
+    cols : ndarray of int64, shape (nnz,)
+        For each non-zero, its row in ``exp_beta`` (minibatch-local word index).
+    cnts : ndarray of float64, shape (nnz,)
+        Counts ``n_dw``.
+    exp_beta : ndarray of float64, shape (n_words, K)
+        ``exp(E[log beta])`` for the minibatch's words, word-major.
+    gamma : ndarray of float64, shape (n_docs, K)
+        Initial ``gamma``; overwritten with the converged values.
+    alpha, max_iter, tol : float, int, float
+        ``doc_topic_prior``, ``max_doc_update_iter``, ``mean_change_tol``.
+    cal_sstats : bool
+        Accumulate sufficient statistics.
+    sstats_slabs : ndarray of float64, shape (n_slabs, n_words, K)
+        Zeroed by the caller; slab 0 receives the sufficient statistics.
+
+    Notes
+    -----
+    Race-free (one thread). Equivalent to ``_estep_parallel`` with one thread.
+    """
+    K = exp_beta.shape[1]
+    n_docs = indptr.shape[0] - 1
+    max_len = 0
+    for d in range(n_docs):
+        max_len = max(max_len, indptr[d + 1] - indptr[d])
+    exp_theta = np.empty(K)
+    last = np.empty(K)
+    acc = np.empty(K)
+    rows = np.empty((max_len, K))
+    sstats = sstats_slabs[0]
+    for d in range(n_docs):
+        a, b = indptr[d], indptr[d + 1]
+        _doc_estep_jit(cols[a:b], cnts[a:b], exp_beta, gamma[d], alpha, max_iter, tol,
+                       exp_theta, last, acc, rows)
+        if cal_sstats:
+            _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, exp_theta, sstats)
+
+
+def _estep_parallel(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol,
+                    cal_sstats, sstats_slabs):
+    """E-step of a minibatch with documents spread over numba's threads.
+
+    Same parameters as ``_estep_serial``; ``sstats_slabs`` must have at least
+    ``numba.get_num_threads()`` slabs, which the caller sums afterwards.
+
+    Notes
+    -----
+    Race-free: thread-private buffers, reduced after the loop. Each thread writes only
+    its own slab ``sstats_slabs[numba.get_thread_id()]`` and its own documents' rows of
+    ``gamma``. Sufficient statistics feed the exact bound and the server update, so they
+    are never accumulated with racy writes (MECHANICS.md D6 measured lost mass under
+    Hogwild ``+=``; STYLE.md rule 10). The lock-free (Hogwild) level of DPSGD is in how
+    threads and workers read ``lambda`` while others update it, not in these sums.
+    """
+    K = exp_beta.shape[1]
+    n_docs = indptr.shape[0] - 1
+    for d in prange(n_docs):
+        a, b = indptr[d], indptr[d + 1]
+        exp_theta = np.empty(K)
+        last = np.empty(K)
+        acc = np.empty(K)
+        rows = np.empty((b - a, K))
+        _doc_estep_jit(cols[a:b], cnts[a:b], exp_beta, gamma[d], alpha, max_iter, tol,
+                       exp_theta, last, acc, rows)
+        if cal_sstats:
+            _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, exp_theta,
+                                   sstats_slabs[numba.get_thread_id()])
+
+
+estep_serial = numba.njit(cache=True, nogil=True)(_estep_serial)
+estep_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_estep_parallel)
+
+
+def _elog_beta_rows(lam_rows, rowsums, out, take_exp):
+    """``E[log beta]`` (or its ``exp``) for some words (rows of word-major ``lambda``).
+
+    Parameters
+    ----------
+    lam_rows : ndarray of float64, shape (n_words, K)
+        ``lambda[w, :]`` for the words wanted.
+    rowsums : ndarray of float64, shape (K,)
+        ``sum_v lambda[v, k]`` over the whole vocabulary.
+    out : ndarray of float64, shape (n_words, K)
+        Written in place.
+    take_exp : bool
+        Write ``exp(E[log beta])`` instead of ``E[log beta]``.
+
+    Notes
+    -----
+    Equivalent to ``psi(lam_rows) - psi(rowsums)[None, :]`` (then ``np.exp``).
+    """
+    n, K = lam_rows.shape
+    ps = np.empty(K)
+    for k in range(K):
+        ps[k] = psi(rowsums[k])
+    for i in range(n):
+        for k in range(K):
+            v = psi(lam_rows[i, k]) - ps[k]
+            out[i, k] = math.exp(v) if take_exp else v
+
+
+elog_beta_rows_kernel = numba.njit(cache=True, nogil=True)(_elog_beta_rows)
+
+
+def exp_elog_beta_rows(lam_rows, rowsums):
+    """``exp(E[log beta])`` word-major for the given rows of ``lambda``."""
+    out = np.empty_like(lam_rows)
+    elog_beta_rows_kernel(lam_rows, rowsums, out, True)
+    return out
+
+
+def elog_beta_rows(lam_rows, rowsums):
+    """``E[log beta]`` word-major for the given rows of ``lambda``."""
+    out = np.empty_like(lam_rows)
+    elog_beta_rows_kernel(lam_rows, rowsums, out, False)
+    return out
+
+
+def _doc_word_loglik(indptr, indices, cnts, elog_theta, elog_beta):
+    """``sum_d sum_w n_dw logsumexp_k(E[log theta_dk] + E[log beta_kw])``.
+
+    Parameters
+    ----------
+    indptr, indices, cnts : CSR arrays of the documents (global word ids).
+    elog_theta : ndarray of float64, shape (n_docs, K)
+    elog_beta : ndarray of float64, shape (n_features, K), word-major.
+
+    Returns
+    -------
+    float
+        The ``E[log p(docs | theta, beta)]`` term of scikit-learn's ``_approx_bound``.
+
+    Notes
+    -----
+    Race-free: a ``prange`` sum reduction (numba reduces the per-thread partial sums).
+    """
+    n_docs = indptr.shape[0] - 1
+    K = elog_theta.shape[1]
+    total = 0.0
+    for d in prange(n_docs):
+        part = 0.0
+        for j in range(indptr[d], indptr[d + 1]):
+            row = elog_beta[indices[j]]
+            m = -np.inf
+            for k in range(K):
+                v = elog_theta[d, k] + row[k]
+                if v > m:
+                    m = v
+            s = 0.0
+            for k in range(K):
+                s += math.exp(elog_theta[d, k] + row[k] - m)
+            part += cnts[j] * (m + math.log(s))
+        total += part
+    return total
+
+
+doc_word_loglik = numba.njit(cache=True, nogil=True, parallel=True)(_doc_word_loglik)
+
+
+def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sstats,
+              parallel):
+    """Dispatch the minibatch E-step to the serial or parallel kernel.
+
+    Parameters
+    ----------
+    indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sstats
+        As in ``_estep_serial``; ``gamma`` is updated in place.
+    parallel : bool
+        Use the ``prange`` kernel over ``numba.get_num_threads()`` threads.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_words, K) or None
+        Sufficient statistics (word-major) when ``cal_sstats``.
+    """
+    n_words, K = exp_beta.shape
+    n_slabs = numba.get_num_threads() if parallel else 1
+    slabs = np.zeros((n_slabs if cal_sstats else 1, n_words if cal_sstats else 0, K))
+    kernel = estep_parallel if parallel else estep_serial
+    kernel(indptr, cols, cnts, exp_beta, gamma, float(alpha), int(max_iter), float(tol),
+           bool(cal_sstats), slabs)
+    if not cal_sstats:
+        return None
+    return slabs.sum(axis=0) if n_slabs > 1 else slabs[0]
+
+
+def minibatch_words(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct words of a minibatch and each non-zero's local word index.
+
+    Parameters
+    ----------
+    indices : ndarray of int, shape (nnz,)
+        Global word ids (CSR ``indices``).
+
+    Returns
+    -------
+    words : ndarray of int64, shape (n_words,)
+        Sorted distinct global word ids: the only columns of ``lambda`` the minibatch
+        pulls and pushes.
+    cols : ndarray of int64, shape (nnz,)
+        ``words[cols] == indices``.
+    """
+    words, cols = np.unique(indices, return_inverse=True)
+    return words.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
+
+
+def init_gamma(rng: np.random.Generator, n_docs: int, K: int) -> np.ndarray:
+    """Random initial ``gamma`` as online LDA and scikit-learn draw it: Gamma(100, 1/100)."""
+    return rng.gamma(100.0, 0.01, (n_docs, K))
+
+
+def _theta_bound(gamma, alpha):
+    """``E[log p(theta | alpha) - log q(theta | gamma)]`` summed over documents.
+
+    Notes
+    -----
+    Equivalent to scikit-learn's ``_loglikelihood(alpha, gamma, E[log theta], K)``::
+
+        sum((alpha - gamma) * Elog_theta) + sum(gammaln(gamma) - gammaln(alpha))
+        + sum(gammaln(alpha * K) - gammaln(gamma.sum(axis=1)))
+
+    with ``Elog_theta = psi(gamma) - psi(gamma.sum(axis=1))[:, None]``; applied to
+    ``lambda`` (rows = topics, ``K`` -> ``V``) it is the topic-word term.
+    """
+    n, K = gamma.shape
+    total = 0.0
+    la = math.lgamma(alpha)
+    laK = math.lgamma(alpha * K)
+    for d in range(n):
+        s = 0.0
+        for k in range(K):
+            s += gamma[d, k]
+        ps = psi(s)
+        for k in range(K):
+            g = gamma[d, k]
+            total += (alpha - g) * (psi(g) - ps) + math.lgamma(g) - la
+        total += laK - math.lgamma(s)
+    return total
+
+
+theta_bound = numba.njit(cache=True, nogil=True)(_theta_bound)
+
+
+def doc_bound(indptr, cols, cnts, gamma, elog_beta, alpha):
+    """Document part of the variational bound (scikit-learn's ``_approx_bound``).
+
+    Parameters
+    ----------
+    indptr, cols, cnts : CSR arrays; ``cols`` index rows of ``elog_beta``.
+    gamma : ndarray of float64, shape (n_docs, K)
+        Converged ``gamma`` (``random_init=False`` E-step, as scikit-learn scores).
+    elog_beta : ndarray of float64, shape (n_words, K)
+        ``E[log beta]`` word-major for the words ``cols`` refers to.
+    alpha : float
+
+    Returns
+    -------
+    float
+        ``E[log p(docs | theta, beta)] + E[log p(theta) - log q(theta)]``.
+    """
+    elog_theta = np.empty_like(gamma)
+    dirichlet_expectation_rows(gamma, elog_theta)
+    return float(doc_word_loglik(indptr, cols, cnts, elog_theta, elog_beta)) + float(
+        theta_bound(gamma, float(alpha)))
+
+
+def topic_word_bound(lam, eta):
+    """``E[log p(beta | eta) - log q(beta | lambda)]`` for word-major ``lam`` (V, K).
+
+    Equivalent to scikit-learn's ``_loglikelihood(eta, components_,
+    E[log beta], n_features)``.
+    """
+    return float(theta_bound(np.ascontiguousarray(lam.T), float(eta)))
+

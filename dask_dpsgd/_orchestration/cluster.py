@@ -1,0 +1,221 @@
+"""Where a fit runs: client resolution, the embedded cluster and the thread budget.
+
+One way to get a cluster (STYLE.md rule 5): the current default client if there is one
+(a ``with Client(...)`` block, a dask-jobqueue ``SLURMCluster`` client, ...), else an
+embedded ``LocalCluster`` on 127.0.0.1 sized from this machine's cores and closed when the
+fit ends.
+
+Thread budget (MECHANICS.md D5): Dask threads x numba threads must not exceed a worker's
+cores. Our tasks run one per worker; each sets ``numba.set_num_threads`` (thread-local)
+to that worker's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import distributed
+
+logger = logging.getLogger(__name__)
+
+# Cores per worker when the embedded cluster is sized automatically. The paper's bound
+# cores <= T^(1/4) is comfortably met by 4 for any run of more than 256 updates.
+AUTO_CORES_PER_WORKER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSlot:
+    """One Dask worker used by a fit and the numba threads its tasks may use."""
+
+    address: str
+    threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHandle:
+    """The client and workers of one fit.
+
+    Attributes
+    ----------
+    client : distributed.Client
+    owned : bool
+        True when the cluster was started for this fit (and is closed after it).
+    slots : tuple of WorkerSlot
+        Workers used, in a fixed order (worker 0 holds the parameter server).
+    dashboard_link : str or None
+    """
+
+    client: distributed.Client
+    owned: bool
+    slots: tuple[WorkerSlot, ...]
+    dashboard_link: str | None
+
+
+def machine_cores() -> int:
+    """Cores this process may run on (affinity-aware, as SLURM and cgroups set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _inside_worker_or_daemon() -> bool:
+    """Whether a process-based cluster cannot be started here (MECHANICS.md D8)."""
+    try:
+        distributed.get_worker()
+        return True
+    except ValueError:
+        pass
+    return bool(multiprocessing.current_process().daemon)
+
+
+def _worker_probe(dask_worker: distributed.Worker) -> dict[str, object]:
+    """Facts a worker reports about its own cores and numba (``client.run`` on it)."""
+    import numba
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    return {
+        "host": dask_worker.ip,
+        "pid": os.getpid(),
+        "cores": cores,
+        "numba_max_threads": int(numba.config.NUMBA_NUM_THREADS),
+        "numba_env": os.environ.get("NUMBA_NUM_THREADS"),
+    }
+
+
+def default_layout(n_workers: int | None, threads_per_worker: int | None,
+                   cores: int) -> tuple[int, int]:
+    """Workers and threads for an embedded cluster on a machine with ``cores`` cores.
+
+    Parameters
+    ----------
+    n_workers, threads_per_worker : int or None
+        The user's choice; ``None`` is filled in so that their product is ``cores``.
+    cores : int
+
+    Returns
+    -------
+    (n_workers, threads_per_worker)
+    """
+    if n_workers is None and threads_per_worker is None:
+        threads_per_worker = min(cores, AUTO_CORES_PER_WORKER)
+        n_workers = max(1, cores // threads_per_worker)
+    elif n_workers is None:
+        n_workers = max(1, cores // threads_per_worker)
+    elif threads_per_worker is None:
+        threads_per_worker = max(1, cores // n_workers)
+    return n_workers, threads_per_worker
+
+
+def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
+            threads_per_worker: int | None) -> tuple[WorkerSlot, ...]:
+    """Numba threads for each chosen worker so that no host is oversubscribed."""
+    per_host = Counter(probes[a]["host"] for a in addresses)
+    slots = []
+    for a in addresses:
+        p = probes[a]
+        max_threads = int(p["numba_max_threads"])
+        if threads_per_worker is not None:
+            if threads_per_worker > max_threads:
+                raise ValueError(
+                    f"threads_per_worker={threads_per_worker} but worker {a} can run at "
+                    f"most {max_threads} numba threads (its NUMBA_NUM_THREADS); start the "
+                    "workers with a larger NUMBA_NUM_THREADS or ask for fewer threads"
+                )
+            threads = threads_per_worker
+        elif p["numba_env"]:
+            # The operator sized numba for this worker (SLURM job_script_prologue,
+            # LocalCluster env=): trust it.
+            threads = max_threads
+        else:
+            # Share the host's cores between the workers of this fit on it.
+            threads = max(1, min(max_threads, int(p["cores"]) // per_host[p["host"]]))
+        slots.append(WorkerSlot(a, threads))
+    return tuple(slots)
+
+
+@contextlib.contextmanager
+def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
+                    *, verbose: int = 0) -> Iterator[ClusterHandle]:
+    """Yield the cluster a fit runs on; close it afterwards if it was started here.
+
+    Parameters
+    ----------
+    n_workers : int or None
+        Workers to use. With a default client: the first ``n_workers`` of its workers
+        (``None``: all). Embedded: the number of worker processes (``None``: sized from
+        the machine, see :func:`default_layout`).
+    threads_per_worker : int or None
+        Numba threads per worker; ``None`` budgets them from each worker's cores.
+    verbose : int
+        Log the dashboard link at INFO when > 0.
+
+    Yields
+    ------
+    ClusterHandle
+    """
+    try:
+        client = distributed.default_client()
+    except ValueError:
+        client = None
+    if client is not None:
+        yield _handle(client, False, n_workers, threads_per_worker)
+        return
+
+    m, p = default_layout(n_workers, threads_per_worker, machine_cores())
+    processes = not _inside_worker_or_daemon()
+    cluster_kwargs = dict(
+        n_workers=m,
+        threads_per_worker=1,
+        processes=processes,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        # Workers' own nanny-level restarts would lose the parameter server silently.
+        silence_logs=logging.ERROR,
+    )
+    if processes:
+        # Size numba's pool in each worker process before numba is imported there
+        # (MECHANICS.md D5).
+        cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(p)}
+    # distributed warns on a busy dashboard port and about bokeh; neither concerns us.
+    with distributed.LocalCluster(**cluster_kwargs) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client, \
+            client.as_current():
+        handle = _handle(client, True, m, p if processes else p)
+        if verbose:
+            logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
+                        "dashboard %s", m, p, handle.dashboard_link)
+        yield handle
+
+
+def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
+            threads_per_worker: int | None) -> ClusterHandle:
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise RuntimeError(
+            "the Dask client has no workers; start some (cluster.scale(...)) or wait for "
+            "them (client.wait_for_workers(n)) before fitting"
+        )
+    if n_workers is not None:
+        if n_workers > len(workers):
+            raise ValueError(
+                f"n_workers={n_workers} but the Dask cluster has only {len(workers)} "
+                "worker(s)"
+            )
+        workers = workers[:n_workers]
+    probes = client.run(_worker_probe, workers=workers)
+    slots = _budget(probes, workers, threads_per_worker)
+    try:
+        link = client.dashboard_link
+    except Exception:  # no dashboard (bokeh missing or disabled)
+        link = None
+    return ClusterHandle(client, owned, slots, link)

@@ -1,0 +1,87 @@
+"""The worker side of fire-and-forget: one awaited actor call in flight.
+
+Raw un-awaited actor calls reorder, open a connection each and lose their exceptions
+(MECHANICS.md D2). A :class:`Pusher` keeps exactly one call in flight per worker: the
+worker sends an update and goes on computing; the reply (fresh parameters) is collected
+just before the next send. Every reply is awaited, so errors raised by the server surface
+in the worker's task, updates from one worker arrive in order, and a server slower than
+the workers throttles them (backpressure) instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Pusher:
+    """Send updates to a parameter-server actor with at most one call in flight.
+
+    Parameters
+    ----------
+    server : distributed.Actor
+        Proxy of a :class:`dask_dpsgd._server.actor.ParameterServer`.
+    worker : int
+        This worker's index, sent with every push.
+    lag : {0, 1}
+        0: wait for each reply before computing on (serial within the worker, the
+        exact SVI/SGD sequence when there is one worker). 1: compute the next step while
+        the previous push is in flight; the parameters used are then one own update
+        behind (pipelining).
+
+    Attributes
+    ----------
+    n_sent, n_applied, n_rejected : int
+        Pushes sent and the server's verdicts received so far.
+    wait_seconds : float
+        Time spent blocked on replies.
+    """
+
+    def __init__(self, server: Any, worker: int, lag: int) -> None:
+        if lag not in (0, 1):
+            raise ValueError(f"lag must be 0 or 1, got {lag!r}")
+        self.server = server
+        self.worker = worker
+        self.lag = lag
+        self._inflight: Any = None
+        self.n_sent = 0
+        self.n_applied = 0
+        self.n_rejected = 0
+        self.wait_seconds = 0.0
+
+    def _collect(self) -> Any:
+        if self._inflight is None:
+            return None
+        t = time.perf_counter()
+        reply = self._inflight.result()
+        self.wait_seconds += time.perf_counter() - t
+        self._inflight = None
+        if reply[0]:
+            self.n_applied += 1
+        else:
+            self.n_rejected += 1
+        return reply
+
+    def send(self, delta: Any, base_version: int, request: Any = None) -> Any:
+        """Push ``delta``; ask for ``request`` in the same call (``None``: push only).
+
+        Returns
+        -------
+        reply : tuple or None
+            ``(applied, version[, payload])``: with ``lag=0`` the reply to this push,
+            with ``lag=1`` the reply to the previous one (``None`` for the first).
+        """
+        previous = self._collect()
+        if request is None:
+            self._inflight = self.server.push(delta, base_version, self.worker)
+        else:
+            self._inflight = self.server.push_pull(delta, base_version, self.worker,
+                                                   request)
+        self.n_sent += 1
+        if self.lag == 0:
+            return self._collect()
+        return previous
+
+    def flush(self) -> Any:
+        """Wait for the call in flight; returns its reply (or ``None``)."""
+        return self._collect()

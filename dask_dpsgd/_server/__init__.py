@@ -1,0 +1,1 @@
+"""Parameter-server state and the Dask Actor shell around it (numpy only, no Dask)."""

@@ -1,0 +1,297 @@
+"""Global parameters of DPSGD, their version counter and the staleness bookkeeping.
+
+The parameter server applies updates in arrival order (PAPER.md, DPSGD). Every update
+carries the version of the parameters it was computed from; ``staleness = version at
+apply - base version`` is what the paper's bounds (cores <= T^(1/4), workers <= T^(1/2))
+control, so it is measured for every push and kept as counts per value.
+
+An *update rule* says what the parameters are and how one update changes them; the
+:class:`ServerState` around it is the same for every estimator: version, counts of
+applied and rejected updates, staleness statistics, bytes moved. Everything here is plain
+numpy so it is tested without a cluster; the actor in :mod:`dask_dpsgd._server.actor` is a
+thin shell that calls these methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+# Staleness values are histogrammed exactly up to this value; larger ones share the last
+# bin (the maximum is still tracked exactly).
+STALENESS_BINS = 256
+
+
+class UpdateRule(Protocol):
+    """How an estimator's global parameters are stored, updated and read."""
+
+    def apply(self, delta: Any, step: int) -> None:
+        """Apply one update in place; ``step`` counts the updates applied before it."""
+
+    def is_finite(self, delta: Any) -> bool:
+        """Whether the update holds only finite numbers."""
+
+    def pull(self, request: Any) -> Any:
+        """Read the parameters a worker asks for (copies, never views)."""
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The full parameters as plain arrays (for checkpoints and the fitted model)."""
+
+    def nbytes(self, obj: Any) -> int:
+        """Bytes of an update or a pulled payload, for communication accounting."""
+
+
+@dataclass(slots=True)
+class PushOutcome:
+    """What the server did with one update."""
+
+    applied: bool
+    staleness: int
+    version: int
+    reason: str = ""
+
+
+class ServerState:
+    """Versioned parameters plus the counters a user needs to trust a distributed run.
+
+    Parameters
+    ----------
+    rule : UpdateRule
+        Storage and update of the parameters.
+    max_staleness : int or None
+        Updates whose staleness exceeds this are rejected (counted, not applied).
+        ``None`` accepts any staleness.
+
+    Attributes
+    ----------
+    version : int
+        Number of updates applied so far.
+    n_received, n_applied, n_rejected_stale, n_rejected_nonfinite : int
+        Every received update is exactly one of applied / rejected.
+    staleness_counts : ndarray of int64, shape (STALENESS_BINS,)
+        Applied updates per staleness value (last bin: that value or more).
+    """
+
+    def __init__(self, rule: UpdateRule, *, max_staleness: int | None = None) -> None:
+        self.rule = rule
+        self.max_staleness = max_staleness
+        self.version = 0
+        self.n_received = 0
+        self.n_applied = 0
+        self.n_rejected_stale = 0
+        self.n_rejected_nonfinite = 0
+        self.staleness_counts = np.zeros(STALENESS_BINS, dtype=np.int64)
+        self.staleness_sum = 0
+        self.staleness_max = 0
+        self.bytes_pushed = 0
+        self.bytes_pulled = 0
+        self.pushes_by_worker: dict[int, int] = {}
+
+    def push(self, delta: Any, base_version: int, worker: int = 0) -> PushOutcome:
+        """Apply ``delta`` computed from parameters at ``base_version``, or reject it.
+
+        Parameters
+        ----------
+        delta : object
+            The update, in the rule's format.
+        base_version : int
+            ``version`` of the parameters the worker computed ``delta`` from.
+        worker : int
+            Index of the sending worker, for per-worker counts.
+
+        Returns
+        -------
+        PushOutcome
+        """
+        if base_version > self.version or base_version < 0:
+            raise ValueError(
+                f"push from worker {worker} claims base_version={base_version}, but the "
+                f"server is at version {self.version}: the update cannot come from "
+                "these parameters"
+            )
+        self.n_received += 1
+        self.pushes_by_worker[worker] = self.pushes_by_worker.get(worker, 0) + 1
+        self.bytes_pushed += self.rule.nbytes(delta)
+        staleness = self.version - base_version
+        if not self.rule.is_finite(delta):
+            self.n_rejected_nonfinite += 1
+            return PushOutcome(False, staleness, self.version, "nonfinite")
+        if self.max_staleness is not None and staleness > self.max_staleness:
+            self.n_rejected_stale += 1
+            return PushOutcome(False, staleness, self.version, "stale")
+        self.rule.apply(delta, self.version)
+        self.version += 1
+        self.n_applied += 1
+        self.staleness_counts[min(staleness, STALENESS_BINS - 1)] += 1
+        self.staleness_sum += staleness
+        self.staleness_max = max(self.staleness_max, staleness)
+        return PushOutcome(True, staleness, self.version)
+
+    def pull(self, request: Any = None) -> tuple[int, Any]:
+        """Return ``(version, payload)`` for a worker's request."""
+        payload = self.rule.pull(request)
+        self.bytes_pulled += self.rule.nbytes(payload)
+        return self.version, payload
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as plain Python numbers (cheap; safe to poll)."""
+        n = self.n_applied
+        return {
+            "version": self.version,
+            "n_received": self.n_received,
+            "n_applied": n,
+            "n_rejected_stale": self.n_rejected_stale,
+            "n_rejected_nonfinite": self.n_rejected_nonfinite,
+            "staleness_mean": self.staleness_sum / n if n else 0.0,
+            "staleness_max": self.staleness_max,
+            "bytes_pushed": self.bytes_pushed,
+            "bytes_pulled": self.bytes_pulled,
+            "pushes_by_worker": dict(self.pushes_by_worker),
+        }
+
+    def staleness_histogram(self) -> np.ndarray:
+        """Applied updates per staleness value (copy)."""
+        return self.staleness_counts.copy()
+
+
+def _payload_nbytes(obj: Any) -> int:
+    """Bytes held by the numpy arrays inside a (nested) tuple/list/dict payload."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, (tuple, list)):
+        return sum(_payload_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_payload_nbytes(o) for o in obj.values())
+    return 8 if isinstance(obj, (int, float, np.number)) else 0
+
+
+class SVIRule:
+    """Topic-word ``lambda`` of LDA under the stochastic variational inference step.
+
+    Update for a minibatch ``B`` of a corpus of ``D`` documents (Hoffman et al. 2013,
+    eq. 6-7; scikit-learn's ``_em_step``)::
+
+        rho_t  = (learning_offset + t) ** -learning_decay
+        lambda = (1 - rho_t) lambda + rho_t (eta + D/|B| S)
+
+    Storage keeps that step sparse (PAPER.md: "the dense decay can be kept lazy"):
+    ``lambda = eta + scale * M`` with ``M`` word-major ``(V, K)``. Since
+    ``(1 - rho)(eta + mu) + rho (eta + c S) = eta + (1 - rho) mu + rho c S``, one step is
+    ``scale *= 1 - rho`` and ``M[words] += rho c S / scale``: work and bytes in proportion
+    to the distinct words of the minibatch. Row sums of ``M`` are kept alongside, and
+    ``M`` is folded back to ``scale = 1`` (and the sums recomputed exactly) whenever
+    ``scale`` falls below ``RESCALE_BELOW``.
+
+    Parameters
+    ----------
+    lam : ndarray of float64, shape (V, K)
+        Initial ``lambda``, word-major.
+    eta : float
+        ``topic_word_prior``.
+    learning_offset, learning_decay : float
+        ``tau_0`` and ``kappa`` of the step size.
+    total_samples : float
+        ``D``.
+    first_step : int
+        ``t`` of the first update (scikit-learn starts ``n_batch_iter_`` at 1).
+
+    Notes
+    -----
+    An update is ``(words, sstats, batch_docs)``: sorted distinct word ids ``(n,)``,
+    sufficient statistics ``(n, K)`` word-major, and the minibatch's number of documents.
+    A pull request is an array of word ids (``None``: all); the payload is
+    ``(lambda[words], lambda.sum(axis=0))``.
+    """
+
+    RESCALE_BELOW = 1e-6
+
+    def __init__(self, lam: np.ndarray, eta: float, learning_offset: float,
+                 learning_decay: float, total_samples: float, first_step: int = 1) -> None:
+        lam = np.array(lam, dtype=np.float64, order="C")  # own copy
+        self.eta = float(eta)
+        self.learning_offset = float(learning_offset)
+        self.learning_decay = float(learning_decay)
+        self.total_samples = float(total_samples)
+        self.first_step = int(first_step)
+        self.M = lam - self.eta
+        self.scale = 1.0
+        self.M_rowsum = self.M.sum(axis=0)
+        self.n_features = lam.shape[0]
+
+    def rho(self, step: int) -> float:
+        """Step size ``rho_t`` for the ``step``-th applied update (0-based)."""
+        return float((self.learning_offset + self.first_step + step) ** -self.learning_decay)
+
+    def apply(self, delta: tuple[np.ndarray, np.ndarray, int], step: int) -> None:
+        """Apply one SVI step from a minibatch's sparse sufficient statistics."""
+        words, sstats, batch_docs = delta
+        rho = self.rho(step)
+        self.scale *= 1.0 - rho
+        if self.scale < self.RESCALE_BELOW:
+            self._fold_scale()
+        add = (rho * self.total_samples / batch_docs / self.scale) * sstats
+        # words are distinct (minibatch_words returns np.unique), so fancy-index += is
+        # exact here.
+        self.M[words] += add
+        self.M_rowsum += add.sum(axis=0)
+
+    def _fold_scale(self) -> None:
+        self.M *= self.scale
+        self.scale = 1.0
+        self.M_rowsum = self.M.sum(axis=0)
+
+    def is_finite(self, delta: tuple[np.ndarray, np.ndarray, int]) -> bool:
+        """Reject NaN/inf statistics before they reach ``lambda``."""
+        return bool(np.isfinite(delta[1]).all())
+
+    def pull(self, request: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(lambda[words], lambda.sum(axis=0))`` for the requested words."""
+        rows = self.M if request is None else self.M[request]
+        lam_rows = self.eta + self.scale * rows
+        rowsums = self.eta * self.n_features + self.scale * self.M_rowsum
+        return lam_rows, rowsums
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The dense ``lambda`` (word-major)."""
+        return {"lambda": self.eta + self.scale * self.M}
+
+    def nbytes(self, obj: Any) -> int:
+        """Bytes of arrays in an update or payload."""
+        return _payload_nbytes(obj)
+
+
+class AddRule:
+    """A flat parameter vector to which updates are added (``theta += delta``).
+
+    Used by the actor-critic, whose workers push already-scaled optimiser steps.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        Initial parameters.
+    """
+
+    def __init__(self, theta: np.ndarray) -> None:
+        self.theta = np.array(theta, dtype=np.float64)
+
+    def apply(self, delta: np.ndarray, step: int) -> None:
+        """``theta += delta``."""
+        self.theta += delta
+
+    def is_finite(self, delta: np.ndarray) -> bool:
+        """Reject NaN/inf steps."""
+        return bool(np.isfinite(delta).all())
+
+    def pull(self, request: Any = None) -> np.ndarray:
+        """A copy of ``theta``."""
+        return self.theta.copy()
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """``{"theta": theta}``."""
+        return {"theta": self.theta.copy()}
+
+    def nbytes(self, obj: Any) -> int:
+        """Bytes of arrays in an update or payload."""
+        return _payload_nbytes(obj)

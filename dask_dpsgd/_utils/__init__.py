@@ -1,0 +1,1 @@
+"""Shared helpers (numpy/scipy/scikit-learn utilities only)."""

@@ -1,0 +1,40 @@
+"""Input checks whose messages name the method and the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
+    """Check a document-word count matrix: finite, non-negative, not all zero.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or ndarray of shape (n_docs, n_words)
+    whom : str
+        Method name used in the messages, e.g. ``"DPSVILatentDirichletAllocation.fit"``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem found: NaN or infinite entries, negative entries, or
+        no positive entry at all.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype,
+                                                                 np.complexfloating):
+        raise ValueError(f"{whom}: document-word counts must be real numbers, got "
+                         f"dtype {data.dtype}")
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = data[~finite]
+        kind = "NaN" if np.isnan(bad).any() else "infinity"
+        raise ValueError(f"{whom}: input contains {kind} ({bad.size} non-finite "
+                         "entries); counts must be finite")
+    if data.size and data.min() < 0:
+        raise ValueError(f"Negative values in data passed to {whom}; counts must be "
+                         f"non-negative (min is {data.min()!r})")
+    if data.size == 0 or not (data > 0).any():
+        raise ValueError(f"{whom}: the document-word matrix of shape {X.shape} has no "
+                         "positive count; there is nothing to learn from")

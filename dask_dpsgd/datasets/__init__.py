@@ -1,0 +1,7 @@
+"""Bundled data sets and loaders, in the style of :mod:`sklearn.datasets`."""
+
+from __future__ import annotations
+
+from dask_dpsgd.datasets._base import load_nips, load_uci_bow
+
+__all__ = ["load_nips", "load_uci_bow"]

@@ -1,0 +1,558 @@
+"""``DPSVILatentDirichletAllocation``: scikit-learn's online LDA, trained by DPSGD."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
+
+from dask_dpsgd._kernels import lda as lda_kernels
+from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
+from dask_dpsgd._orchestration.cluster import resolve_cluster
+from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, place_shards, run_dpsvi
+from dask_dpsgd._utils._validation import check_counts
+
+
+class StaleUpdatesWarning(UserWarning):
+    """Some pushes were rejected because they were staler than ``max_staleness``."""
+
+
+def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
+                     tol: float) -> np.ndarray:
+    """Unnormalised ``gamma`` of a block of documents (scikit-learn's transform E-step)."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    X.sum_duplicates()
+    gamma = np.ones((X.shape[0], exp_beta_wm.shape[1]))
+    if X.shape[0]:
+        lda_kernels.run_estep(X.indptr.astype(np.int64), X.indices.astype(np.int64),
+                              X.data, exp_beta_wm, gamma, alpha, max_iter, tol, False,
+                              True)
+    return gamma
+
+
+class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                                     BaseEstimator):
+    """Latent Dirichlet Allocation by distributed/parallel stochastic VI (DPSVI).
+
+    A drop-in for :class:`sklearn.decomposition.LatentDirichletAllocation` with
+    ``learning_method="online"``: the same parameters, methods and fitted attributes,
+    trained by DPSGD (Mohamad, Alamri & Bouchachia, 2022). Each Dask worker holds a shard
+    of the documents and runs the E-step of its minibatches over its cores with numba;
+    it pushes the minibatch's sparse sufficient statistics to a parameter server (a Dask
+    Actor) without waiting for the other workers; the server applies the online
+    variational Bayes step (Hoffman et al., 2010) in arrival order and measures each
+    update's staleness.
+
+    The fit runs on the current default Dask client (``with Client(...):``, a
+    dask-jobqueue ``SLURMCluster``'s client, ...); without one it starts an embedded
+    ``LocalCluster`` on 127.0.0.1 sized to the machine and closes it afterwards.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+        Number of topics ``K``.
+    doc_topic_prior : float, default=None
+        ``alpha``; ``None`` means ``1 / n_components``.
+    topic_word_prior : float, default=None
+        ``eta``; ``None`` means ``1 / n_components``.
+    learning_method : {"online"}, default="online"
+        Only online (stochastic) variational Bayes is distributed; scikit-learn's
+        ``"batch"`` is refused with an explanation.
+    learning_decay : float, default=0.7
+        ``kappa`` in ``rho_t = (learning_offset + t) ** -kappa``, in (0.5, 1] for
+        convergence.
+    learning_offset : float, default=10.0
+        ``tau_0``, down-weights early iterations.
+    max_iter : int, default=10
+        Passes over the training data in :meth:`fit`.
+    batch_size : int, default=128
+        Documents per minibatch ``|B|`` (per push).
+    evaluate_every : int, default=-1
+        Evaluate the training perplexity every this many passes (<= 0: never); stop
+        when it changes by less than ``perp_tol``.
+    total_samples : int, default=1e6
+        ``D`` used by :meth:`partial_fit` (``fit`` uses the number of documents).
+    perp_tol : float, default=1e-1
+        Perplexity tolerance for ``evaluate_every``.
+    mean_change_tol : float, default=1e-3
+        E-step stopping tolerance on the mean change of ``gamma_d``.
+    max_doc_update_iter : int, default=100
+        Maximum E-step iterations per document.
+    n_jobs : int, default=None
+        scikit-learn's parallelism knob, kept for drop-in use: when
+        ``threads_per_worker`` is None, ``n_jobs`` (``-1``: all cores) sets the numba
+        threads per worker.
+    verbose : int, default=0
+        0: silent. 1: a progress bar over passes with docs/s, staleness and
+        perplexity, and the dashboard link of an embedded cluster in the log.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial ``lambda`` (drawn exactly as scikit-learn draws it) and every
+        worker's random stream.
+    n_workers : int, default=None
+        Dask workers to train on (``None``: all workers of the client; embedded: sized
+        from the machine's cores, see Notes).
+    threads_per_worker : int, default=None
+        Numba threads (cores) per worker for the E-step (``None``: each worker's cores
+        shared among the workers of this fit on the same host, or its
+        ``NUMBA_NUM_THREADS`` if set).
+    prefetch : bool, default=False
+        Overlap each worker's next E-step with its previous push (the worker computes on
+        parameters that lack its own last update). ``False`` waits for the reply, which
+        with one worker is exactly scikit-learn's online algorithm.
+    max_staleness : int, default=None
+        Reject pushes computed on parameters more than this many updates old (counted in
+        ``n_updates_rejected_`` and warned about). ``None`` accepts all.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Variational topic-word parameters ``lambda``.
+    exp_dirichlet_component_ : ndarray of shape (n_components, n_features)
+        ``exp(E[log beta])``.
+    n_batch_iter_ : int
+        Number of SVI steps applied, plus one (scikit-learn's convention).
+    n_iter_ : int
+        Passes over the data.
+    bound_ : float
+        Final perplexity on the training set.
+    doc_topic_prior_, topic_word_prior_ : float
+        Priors used.
+    random_state_ : RandomState instance
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when ``X`` has string column names.
+    n_workers_ : int
+        Workers trained on.
+    threads_per_worker_ : list of int
+        Numba threads used on each worker.
+    n_pushes_sent_, n_updates_applied_, n_updates_rejected_ : int
+        Update accounting of the last fit: sent = applied + rejected.
+    staleness_mean_, staleness_max_ : float, int
+        Staleness of the applied updates (server version at apply minus the version the
+        update was computed from).
+    staleness_histogram_ : ndarray of int
+        Applied updates per staleness value.
+    history_ : list of dict
+        One record per pass: ``time/docs_per_s``, ``train/staleness_mean``,
+        ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
+
+    See Also
+    --------
+    sklearn.decomposition.LatentDirichletAllocation : the serial anchor.
+
+    Notes
+    -----
+    Determinism: with one worker, results are bit-identical for a fixed
+    ``random_state`` whatever ``threads_per_worker`` (per-thread sufficient-statistic
+    slabs make the E-step race-free); with several workers, the arrival order of pushes
+    varies and results are statistically, not bitwise, reproducible.
+
+    The embedded cluster has ``max(1, cores // 4)`` worker processes of
+    ``cores / n_workers`` numba threads each unless ``n_workers`` /
+    ``threads_per_worker`` say otherwise.
+
+    References
+    ----------
+    S. Mohamad, H. Alamri, A. Bouchachia. Scaling up stochastic gradient descent for
+    non-convex optimisation. Machine Learning, 2022.
+
+    M. Hoffman, D. Blei, F. Bach. Online learning for latent Dirichlet allocation.
+    NIPS, 2010.
+
+    Examples
+    --------
+    >>> from dask_dpsgd import DPSVILatentDirichletAllocation
+    >>> from dask_dpsgd.datasets import load_nips
+    >>> X = load_nips().data[:200]
+    >>> lda = DPSVILatentDirichletAllocation(n_components=5, max_iter=1,
+    ...                                      random_state=0).fit(X)
+    >>> lda.transform(X[:2]).shape
+    (2, 5)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 0, None, closed="neither")],
+        "doc_topic_prior": [None, Interval(Real, 0, 1, closed="right")],
+        "topic_word_prior": [None, Interval(Real, 0, 1, closed="right")],
+        "learning_method": [StrOptions({"online", "batch"})],
+        "learning_decay": [Interval(Real, 0, 1, closed="right")],
+        "learning_offset": [Interval(Real, 1.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 0, None, closed="neither")],
+        "evaluate_every": [Interval(Integral, None, None, closed="neither")],
+        "total_samples": [Interval(Real, 0, None, closed="neither")],
+        "perp_tol": [Interval(Real, 0, None, closed="left")],
+        "mean_change_tol": [Interval(Real, 0, None, closed="left")],
+        "max_doc_update_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [None, Integral],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "n_workers": [None, Interval(Integral, 1, None, closed="left")],
+        "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
+        "prefetch": ["boolean"],
+        "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_components=10, *, doc_topic_prior=None, topic_word_prior=None,
+                 learning_method="online", learning_decay=0.7, learning_offset=10.0,
+                 max_iter=10, batch_size=128, evaluate_every=-1, total_samples=1e6,
+                 perp_tol=1e-1, mean_change_tol=1e-3, max_doc_update_iter=100,
+                 n_jobs=None, verbose=0, random_state=None, n_workers=None,
+                 threads_per_worker=None, prefetch=False, max_staleness=None):
+        self.n_components = n_components
+        self.doc_topic_prior = doc_topic_prior
+        self.topic_word_prior = topic_word_prior
+        self.learning_method = learning_method
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.evaluate_every = evaluate_every
+        self.total_samples = total_samples
+        self.perp_tol = perp_tol
+        self.mean_change_tol = mean_change_tol
+        self.max_doc_update_iter = max_doc_update_iter
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.random_state = random_state
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.prefetch = prefetch
+        self.max_staleness = max_staleness
+
+    # ------------------------------------------------------------------ helpers
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        # Several workers apply pushes in arrival order, which varies run to run.
+        tags.non_deterministic = self.n_workers != 1
+        return tags
+
+    def _check_params_vs_input(self) -> None:
+        if self.learning_method == "batch":
+            raise ValueError(
+                "learning_method='batch' is not supported by "
+                "DPSVILatentDirichletAllocation: DPSGD distributes stochastic "
+                "(minibatch) updates. Use learning_method='online' (the default), or "
+                "sklearn.decomposition.LatentDirichletAllocation for batch VB."
+            )
+
+    def _threads(self) -> int | None:
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        if self.n_jobs is None:
+            return None
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
+        from dask_dpsgd._orchestration.cluster import machine_cores
+
+        return self.n_jobs if self.n_jobs > 0 else max(1, machine_cores() + 1 + self.n_jobs)
+
+    def _check_X(self, X: Any, *, reset: bool, whom: str) -> Any:
+        """Validated float64 CSR counts (or a Dask array checked on its workers)."""
+        if is_dask_array(X):
+            if X.ndim != 2:
+                raise ValueError(f"{whom}: expected a 2D Dask array, got {X.ndim}D")
+            if np.isnan(X.shape[1]):
+                raise ValueError(f"{whom}: the Dask array's number of columns is unknown; "
+                                 "call compute_chunk_sizes() first")
+            if not np.issubdtype(X.dtype, np.number):
+                raise ValueError(f"{whom}: Dask array dtype {X.dtype} is not numeric")
+            if reset:
+                self.n_features_in_ = int(X.shape[1])
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input.")
+            return X
+        X = validate_data(self, X, reset=reset, accept_sparse="csr",
+                          dtype=[np.float64, np.float32])
+        check_non_negative(X, whom)
+        X = sp.csr_matrix(X, dtype=np.float64)
+        X.sum_duplicates()
+        X.sort_indices()
+        return X
+
+    def _init_latent_vars(self, n_features: int) -> None:
+        # Same draws as scikit-learn's _init_latent_vars, so a fixed random_state starts
+        # both estimators from the same lambda.
+        self.random_state_ = check_random_state(self.random_state)
+        self.n_batch_iter_ = 1
+        self.n_iter_ = 0
+        self.doc_topic_prior_ = (1.0 / self.n_components if self.doc_topic_prior is None
+                                 else float(self.doc_topic_prior))
+        self.topic_word_prior_ = (1.0 / self.n_components
+                                  if self.topic_word_prior is None
+                                  else float(self.topic_word_prior))
+        self.components_ = self.random_state_.gamma(100.0, 0.01,
+                                                     (self.n_components, n_features))
+        self._update_exp_dirichlet()
+
+    def _update_exp_dirichlet(self) -> None:
+        from dask_dpsgd._kernels.special import dirichlet_expectation
+
+        self.exp_dirichlet_component_ = np.exp(dirichlet_expectation(self.components_))
+
+    def _config(self, total_samples: float) -> DPSVIConfig:
+        return DPSVIConfig(
+            n_components=self.n_components, doc_topic_prior=self.doc_topic_prior_,
+            topic_word_prior=self.topic_word_prior_,
+            learning_offset=float(self.learning_offset),
+            learning_decay=float(self.learning_decay), batch_size=self.batch_size,
+            total_samples=float(total_samples),
+            max_doc_update_iter=self.max_doc_update_iter,
+            mean_change_tol=float(self.mean_change_tol), lag=1 if self.prefetch else 0)
+
+    def _train(self, X: Any, *, total_samples: float, n_passes: int,
+               evaluate_every: int, compute_bound: bool) -> None:
+        """Run DPSVI from the current ``components_`` and record the outcome."""
+        from tqdm.auto import tqdm
+
+        cfg = self._config(total_samples)
+        entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
+        bar = None
+        with resolve_cluster(self.n_workers, self._threads(),
+                             verbose=self.verbose) as handle:
+            if self.verbose:
+                bar = tqdm(total=n_passes, desc="DPSVI passes", unit="pass")
+                if handle.dashboard_link:
+                    bar.write(f"Dask dashboard: {handle.dashboard_link}")
+
+            def progress(record: dict[str, Any]) -> None:
+                if bar is not None:
+                    post = {"docs/s": f"{record['time/docs_per_s']:.0f}",
+                            "stale": f"{record['train/staleness_mean']:.2f}"}
+                    if "train/perplexity" in record:
+                        post["perplexity"] = f"{record['train/perplexity']:.1f}"
+                    bar.set_postfix(post)
+                    bar.update(1)
+
+            try:
+                shards = place_shards(handle, X, self.batch_size)
+                result = run_dpsvi(
+                    handle, shards, np.ascontiguousarray(self.components_.T), cfg,
+                    first_step=self.n_batch_iter_, n_passes=n_passes,
+                    evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
+                    entropy=entropy, max_staleness=self.max_staleness,
+                    compute_train_bound=compute_bound, progress=progress)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.n_workers_ = len(handle.slots)
+            self.threads_per_worker_ = [s.threads for s in handle.slots]
+        self.components_ = np.ascontiguousarray(result.lam.T)
+        self._update_exp_dirichlet()
+        self.n_batch_iter_ += result.n_updates
+        self.n_iter_ += result.n_passes
+        stats = result.stats
+        rejected = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
+        self.n_pushes_sent_ = result.pushes_sent
+        self.n_updates_applied_ = stats["n_applied"]
+        self.n_updates_rejected_ = rejected
+        self.staleness_mean_ = stats["staleness_mean"]
+        self.staleness_max_ = stats["staleness_max"]
+        self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
+        self.comm_bytes_pushed_ = stats["bytes_pushed"]
+        self.comm_bytes_pulled_ = stats["bytes_pulled"]
+        self.history_ = result.history
+        if result.train_perplexity is not None:
+            self.bound_ = result.train_perplexity
+        if stats["n_received"] != result.pushes_sent or (
+                stats["n_applied"] + rejected != stats["n_received"]):
+            raise RuntimeError(
+                f"update accounting failed: workers sent {result.pushes_sent} pushes, the "
+                f"server received {stats['n_received']}, applied {stats['n_applied']} "
+                f"and rejected {rejected}")
+        if stats["n_rejected_nonfinite"]:
+            raise FloatingPointError(
+                f"{stats['n_rejected_nonfinite']} update(s) held NaN or infinity and were "
+                "rejected by the parameter server; the model was not corrupted, but the "
+                "fit did not use them. Check the input for extreme counts.")
+        if stats["n_rejected_stale"]:
+            warnings.warn(
+                f"{stats['n_rejected_stale']} of {stats['n_received']} updates were "
+                f"rejected as staler than max_staleness={self.max_staleness}",
+                StaleUpdatesWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ API
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the topics of X by DPSVI.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Document-word counts.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DPSVILatentDirichletAllocation
+            Fitted estimator.
+        """
+        self._check_params_vs_input()
+        whom = "DPSVILatentDirichletAllocation.fit"
+        X = self._check_X(X, reset=True, whom=whom)
+        if sp.issparse(X):
+            check_counts(X, whom)
+        self._init_latent_vars(X.shape[1])
+        self._train(X, total_samples=X.shape[0], n_passes=self.max_iter,
+                    evaluate_every=self.evaluate_every, compute_bound=True)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One online pass over X (``total_samples`` documents in the corpus).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Document-word counts.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DPSVILatentDirichletAllocation
+            Partially fitted estimator.
+        """
+        self._check_params_vs_input()
+        first_time = not hasattr(self, "components_")
+        whom = "DPSVILatentDirichletAllocation.partial_fit"
+        X = self._check_X(X, reset=first_time, whom=whom)
+        if sp.issparse(X):
+            check_counts(X, whom)
+        if first_time:
+            self._init_latent_vars(X.shape[1])
+        self._train(X, total_samples=self.total_samples, n_passes=1, evaluate_every=0,
+                    compute_bound=False)
+        self.n_iter_ -= 1  # scikit-learn's partial_fit does not count passes
+        return self
+
+    def _unnormalized_transform(self, X: Any) -> Any:
+        exp_beta_wm = np.ascontiguousarray(self.exp_dirichlet_component_.T)
+        args = dict(exp_beta_wm=exp_beta_wm, alpha=self.doc_topic_prior_,
+                    max_iter=self.max_doc_update_iter, tol=float(self.mean_change_tol))
+        if is_dask_array(X):
+            return map_row_blocks(X, _transform_block, self.n_components, **args)
+        return _transform_block(X, **args)
+
+    def transform(self, X, *, normalize=True):
+        """Document-topic distribution of X under the fitted topics.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Document-word counts.
+        normalize : bool, default=True
+            Normalise each row to sum to one.
+
+        Returns
+        -------
+        doc_topic_distr : ndarray of shape (n_samples, n_components)
+            A Dask array when X is one.
+        """
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False, whom="DPSVILatentDirichletAllocation.transform")
+        gamma = self._unnormalized_transform(X)
+        if normalize:
+            gamma = gamma / gamma.sum(axis=1)[:, np.newaxis]
+        return gamma
+
+    def fit_transform(self, X, y=None, *, normalize=True):
+        """Fit to X, then transform it.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Document-word counts.
+        y : Ignored
+            Not used, present for API consistency.
+        normalize : bool, default=True
+            Normalise each row of the result to sum to one.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components)
+            Document-topic distribution.
+        """
+        return self.fit(X, y).transform(X, normalize=normalize)
+
+    def _approx_bound(self, X: sp.csr_matrix, gamma: np.ndarray,
+                      sub_sampling: bool) -> float:
+        """scikit-learn's variational bound, from the kernels' terms."""
+        elog_beta_wm = lda_kernels.elog_beta_rows(
+            np.ascontiguousarray(self.components_.T), self.components_.sum(axis=1))
+        score = lda_kernels.doc_bound(X.indptr.astype(np.int64),
+                                      X.indices.astype(np.int64), X.data, gamma,
+                                      elog_beta_wm, self.doc_topic_prior_)
+        if sub_sampling:
+            score *= float(self.total_samples) / X.shape[0]
+        return score + lda_kernels.topic_word_bound(self.components_.T,
+                                                    self.topic_word_prior_)
+
+    def _local(self, X: Any, whom: str) -> sp.csr_matrix:
+        check_is_fitted(self)
+        if is_dask_array(X):
+            X = X.compute()
+        return self._check_X(X, reset=False, whom=whom)
+
+    def score(self, X, y=None):
+        """Approximate log-likelihood (variational bound) of X, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Document-word counts.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+        """
+        X = self._local(X, "DPSVILatentDirichletAllocation.score")
+        return self._approx_bound(X, self._unnormalized_transform(X), False)
+
+    def perplexity(self, X, sub_sampling=False):
+        """Approximate perplexity ``exp(-bound / tokens)``, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Document-word counts.
+        sub_sampling : bool, default=False
+            Scale the document part to ``total_samples`` documents.
+
+        Returns
+        -------
+        score : float
+            Perplexity.
+        """
+        X = self._local(X, "DPSVILatentDirichletAllocation.perplexity")
+        bound = self._approx_bound(X, self._unnormalized_transform(X), sub_sampling)
+        word_cnt = X.sum()
+        if sub_sampling:
+            word_cnt *= float(self.total_samples) / X.shape[0]
+        return float(np.exp(-bound / word_cnt))
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.components_.shape[0]
