@@ -4,10 +4,30 @@ Estimators
 ----------
 DPSVILatentDirichletAllocation
     LDA by distributed/parallel stochastic variational inference.
+
+The estimators are imported lazily so that importing a low layer (the numba kernels, the
+parameter-server state) does not pull in Dask and scikit-learn.
 """
 
-from dask_dpsgd.decomposition import DPSVILatentDirichletAllocation
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["DPSVILatentDirichletAllocation", "__version__"]
+_LAZY = {
+    "DPSVILatentDirichletAllocation": "dask_dpsgd.decomposition",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dask_dpsgd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,240 @@
+"""DPSVILatentDirichletAllocation on a real LocalCluster and the real NIPS corpus."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.decomposition import LatentDirichletAllocation
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from dask_dpsgd import DPSVILatentDirichletAllocation
+from tests.conftest import synthetic_corpus
+
+LDA = DPSVILatentDirichletAllocation
+
+
+def _texts(X, vocab, n):
+    """Real documents back from the NIPS bag of words (order carries no meaning)."""
+    docs = []
+    for d in range(n):
+        row = X[d]
+        docs.append(" ".join(np.repeat(vocab[row.indices], row.data.astype(int))))
+    return docs
+
+
+@pytest.mark.parametrize("random_state", [0, 1])
+@pytest.mark.parametrize(("n_workers", "threads"), [(1, 1), (1, 2), (2, 1)])
+def test_recovers_known_topics(client, n_workers, threads, random_state):
+    K = 4
+    X, word_topic = synthetic_corpus(n_docs=300, n_topics=K, words_per_topic=15,
+                                     doc_len=80, seed=1)
+    lda = LDA(n_components=K, max_iter=10, batch_size=32, learning_offset=2.0,
+              doc_topic_prior=0.1, random_state=random_state, n_workers=n_workers,
+              threads_per_worker=threads).fit(X)
+    # Each learned topic puts almost all its mass on one true topic's words...
+    topic_word = lda.components_ / lda.components_.sum(axis=1, keepdims=True)
+    mass = np.stack([topic_word[:, word_topic == t].sum(axis=1) for t in range(K)], 1)
+    assert mass.max(axis=1).min() > 0.9
+    # ... and the K learned topics cover the K true ones.
+    assert sorted(mass.argmax(axis=1)) == list(range(K))
+    assert lda.n_workers_ == n_workers
+    assert lda.threads_per_worker_ == [threads] * n_workers
+    assert lda.n_iter_ == 10
+    assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_
+    assert lda.n_updates_applied_ == 10 * int(np.ceil(300 / 32))
+    assert lda.n_batch_iter_ == 1 + lda.n_updates_applied_
+
+
+def test_one_worker_one_core_is_deterministic(client, nips):
+    X = nips[0][:200]
+    a = LDA(n_components=5, max_iter=2, random_state=3, n_workers=1,
+            threads_per_worker=1).fit(X)
+    b = LDA(n_components=5, max_iter=2, random_state=3, n_workers=1,
+            threads_per_worker=1).fit(X)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert a.bound_ == b.bound_
+    assert a.staleness_max_ == 0
+    c = LDA(n_components=5, max_iter=2, random_state=4, n_workers=1,
+            threads_per_worker=1).fit(X)
+    assert not np.array_equal(a.components_, c.components_)
+
+
+def test_one_worker_many_cores_equals_one_core(client, nips):
+    """Per-thread slabs make the parallel E-step race-free: same model, up to rounding."""
+    X = nips[0][:200]
+    a = LDA(n_components=5, max_iter=1, random_state=3, n_workers=1,
+            threads_per_worker=1).fit(X)
+    b = LDA(n_components=5, max_iter=1, random_state=3, n_workers=1,
+            threads_per_worker=2).fit(X)
+    np.testing.assert_allclose(a.components_, b.components_, rtol=1e-7)
+
+
+def test_initial_topics_equal_sklearn_for_same_seed(client, nips):
+    X = nips[0][:50]
+    ours = LDA(n_components=4, max_iter=0, random_state=7).fit(X)
+    theirs = LatentDirichletAllocation(n_components=4, max_iter=0,
+                                       learning_method="online", random_state=7).fit(X)
+    np.testing.assert_allclose(ours.components_, theirs.components_)
+    # scikit-learn's digamma and ours differ by ~1e-9 relative on topic sums ~1e4.
+    np.testing.assert_allclose(ours.exp_dirichlet_component_,
+                               theirs.exp_dirichlet_component_, rtol=1e-8)
+    # score/perplexity/transform are computed as scikit-learn computes them.
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=1e-6)
+    assert ours.score(X) == pytest.approx(theirs.score(X), rel=1e-7)
+    assert ours.perplexity(X) == pytest.approx(theirs.perplexity(X), rel=1e-7)
+    assert ours.bound_ == pytest.approx(theirs.bound_, rel=1e-7)
+
+
+@pytest.mark.slow
+def test_held_out_perplexity_close_to_sklearn_and_modes_close_to_serial(client, nips):
+    """Issue 2: within 2% of sklearn at equal passes; 2x1 and 1x2 within 3% of 1x1."""
+    X_train, X_test, _ = nips
+    common = dict(n_components=10, max_iter=3, random_state=0)
+    sk = LatentDirichletAllocation(learning_method="online", **common).fit(X_train)
+    p_sk = sk.perplexity(X_test)
+    serial = LDA(n_workers=1, threads_per_worker=1, **common).fit(X_train)
+    p_serial = serial.perplexity(X_test)
+    assert p_serial <= 1.02 * p_sk, (p_serial, p_sk)
+    for n_workers, threads in [(1, 2), (2, 1)]:
+        est = LDA(n_workers=n_workers, threads_per_worker=threads, **common).fit(X_train)
+        p = est.perplexity(X_test)
+        assert abs(p / p_serial - 1) <= 0.03, (n_workers, threads, p, p_serial)
+        assert est.n_updates_rejected_ == 0
+
+
+def test_two_workers_measure_staleness(client, nips):
+    lda = LDA(n_components=5, max_iter=2, batch_size=32, random_state=0, n_workers=2,
+              threads_per_worker=1).fit(nips[0][:256])
+    assert lda.n_updates_applied_ == 16
+    hist = lda.staleness_histogram_
+    assert hist.sum() == lda.n_updates_applied_
+    assert lda.staleness_max_ == len(hist) - 1
+    assert lda.staleness_mean_ == pytest.approx(
+        (np.arange(len(hist)) * hist).sum() / hist.sum())
+    rec = lda.history_[-1]
+    assert rec["pass"] == 2 and rec["train/updates"] == 16
+    # Sparse communication: a push carries only the minibatch's words.
+    assert 0 < rec["comm/bytes_pushed"] < 16 * 5 * 8 * nips[0].shape[1]
+
+
+def test_prefetch_pipelines_own_updates(client, nips):
+    lda = LDA(n_components=5, max_iter=1, batch_size=32, random_state=0, n_workers=1,
+              threads_per_worker=1, prefetch=True).fit(nips[0][:256])
+    # With one worker, pipelining shows up as staleness 1 on all but the first push.
+    np.testing.assert_array_equal(lda.staleness_histogram_, [1, 7])
+
+
+def test_pipeline_with_count_vectorizer_on_real_text(client, nips):
+    X_train, _, vocab = nips
+    texts = _texts(X_train, vocab, 120)
+    pipe = make_pipeline(CountVectorizer(), LDA(n_components=6, max_iter=2,
+                                                random_state=0))
+    doc_topics = pipe.fit_transform(texts)
+    assert doc_topics.shape == (120, 6)
+    np.testing.assert_allclose(doc_topics.sum(axis=1), 1.0)
+    names = pipe.get_feature_names_out()
+    assert list(names) == [f"dpsvilatentdirichletallocation{i}" for i in range(6)]
+
+
+def test_set_output_pandas(client, nips):
+    pd = pytest.importorskip("pandas")
+    lda = LDA(n_components=3, max_iter=1, random_state=0).set_output(transform="pandas")
+    out = lda.fit_transform(nips[0][:40])
+    assert isinstance(out, pd.DataFrame) and out.shape == (40, 3)
+
+
+def test_grid_search_clone_and_pickle_with_live_client(client, nips):
+    X = nips[0][:150]
+    search = GridSearchCV(LDA(max_iter=1, random_state=0),
+                          {"n_components": [3, 6]}, cv=2).fit(X)
+    assert search.best_params_["n_components"] in (3, 6)
+    est = clone(search.best_estimator_)
+    assert not hasattr(est, "components_")
+    fitted = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_allclose(fitted.transform(X[:5]),
+                               search.best_estimator_.transform(X[:5]))
+
+
+def test_partial_fit_continues_the_schedule(client, nips):
+    X = nips[0][:256]
+    lda = LDA(n_components=4, batch_size=64, total_samples=512, random_state=0)
+    lda.partial_fit(X[:128])
+    assert lda.n_batch_iter_ == 3
+    before = lda.components_.copy()
+    lda.partial_fit(X[128:])
+    assert lda.n_batch_iter_ == 5
+    assert lda.n_iter_ == 0
+    assert not np.allclose(before, lda.components_)
+    with pytest.raises(ValueError, match="features"):
+        lda.partial_fit(X[:, :100])
+
+
+def test_dask_array_input_stays_on_workers(client, nips):
+    da = pytest.importorskip("dask.array")
+    # A slice of the vocabulary keeps the dense graph small (dask warns above 10 MB).
+    X = nips[0][:200, :2000]
+    dX = da.from_array(X.toarray(), chunks=(50, -1))
+    lda = LDA(n_components=4, max_iter=1, random_state=0).fit(dX)
+    assert lda.n_features_in_ == X.shape[1]
+    out = lda.transform(dX)
+    assert isinstance(out, da.Array)
+    np.testing.assert_allclose(out.compute(), lda.transform(X), rtol=1e-10)
+
+
+def test_dask_array_with_negative_count_fails_fit_promptly(client, nips):
+    da = pytest.importorskip("dask.array")
+    dense = nips[0][:100].toarray()
+    dense[73, 5] = -2.0
+    with pytest.raises(ValueError, match="Negative values"):
+        LDA(n_components=3, max_iter=1).fit(da.from_array(dense, chunks=(25, -1)))
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (sp.csr_matrix(np.array([[1.0, -1.0], [0.0, 2.0]])), "Negative values"),
+        (np.array([[1.0, np.nan], [0.0, 2.0]]), "NaN"),
+        (np.array([[1.0, np.inf], [0.0, 2.0]]), "infinity"),
+        (np.zeros((3, 4)), "no positive count"),
+        (np.zeros((0, 4)), "0 sample"),
+        (np.array([["a", "b"], ["c", "d"]]), "could not convert|dtype"),
+        (np.ones(5), "2D array"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(client, X, match):
+    with pytest.raises(ValueError, match=match):
+        LDA(n_components=2, max_iter=1).fit(X)
+
+
+def test_wrong_feature_count_in_transform(client, nips):
+    lda = LDA(n_components=2, max_iter=1, random_state=0).fit(nips[0][:30])
+    with pytest.raises(ValueError, match="features"):
+        lda.transform(nips[0][:3, :50])
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"n_components": 0}, "n_components"), ({"learning_decay": 1.5}, "learning_decay"),
+     ({"batch_size": -1}, "batch_size"), ({"n_workers": 0}, "n_workers"),
+     ({"threads_per_worker": 99}, "at most 2 numba threads"),
+     ({"learning_method": "batch"}, "learning_method='batch' is not supported"),
+     ({"n_workers": 5}, "only 2 worker")],
+)
+def test_invalid_parameters(client, nips, params, match):
+    with pytest.raises(ValueError, match=match):
+        LDA(max_iter=1, **params).fit(nips[0][:20])
+
+
+def test_evaluate_every_records_perplexity_and_stops_early(client, nips):
+    lda = LDA(n_components=3, max_iter=20, evaluate_every=1, perp_tol=1e9,
+              random_state=0).fit(nips[0][:100])
+    # Any change is below a huge tolerance: stop at the second evaluation.
+    assert lda.n_iter_ == 2
+    assert all("train/perplexity" in r for r in lda.history_)
+    assert lda.history_[-1]["train/perplexity"] > 0

@@ -1,0 +1,113 @@
+"""LDA kernels against the plain-numpy references in tests/_naive.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import digamma
+
+from dask_dpsgd._kernels import lda
+from dask_dpsgd._kernels.special import dirichlet_expectation, psi
+from tests import _naive
+
+
+def _corpus(n_docs=40, V=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_docs, V, density=0.2, format="csr", random_state=seed,
+                  data_rvs=lambda n: rng.integers(1, 6, n).astype(float))
+    X.sort_indices()
+    return X
+
+
+@pytest.mark.parametrize("x", [1e-8, 1e-3, 0.05, 0.7, 1.0, 5.9, 6.0, 17.3, 1e4])
+def test_psi_matches_scipy(x):
+    assert psi(x) == pytest.approx(digamma(x), rel=1e-9, abs=1e-9)
+
+
+def test_dirichlet_expectation_matches_reference():
+    x = np.random.default_rng(1).gamma(1.0, 1.0, (5, 7)) + 1e-3
+    np.testing.assert_allclose(dirichlet_expectation(x), _naive.dirichlet_expectation(x),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("K", [1, 3, 8])
+def test_estep_matches_reference(parallel, K):
+    X = _corpus()
+    rng = np.random.default_rng(2)
+    lam = rng.gamma(100.0, 0.01, (K, X.shape[1])) + rng.gamma(1.0, 1.0, (K, X.shape[1]))
+    exp_beta = np.exp(_naive.dirichlet_expectation(lam))
+    gamma0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    ref_gamma, ref_sstats = _naive.estep(X, exp_beta, gamma0, 0.1, 50, 1e-3)
+
+    words, cols = lda.minibatch_words(X.indices)
+    exp_beta_wm = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]),
+                                         lam.sum(axis=1))
+    np.testing.assert_allclose(exp_beta_wm, exp_beta.T[words], rtol=1e-10)
+    gamma = gamma0.copy()
+    sstats = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, exp_beta_wm, gamma,
+                           0.1, 50, 1e-3, True, parallel)
+    np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(sstats, ref_sstats.T[words], rtol=1e-7, atol=1e-9)
+    # Every token's expected count is distributed over topics: mass is conserved.
+    assert sstats.sum() == pytest.approx(X.sum(), rel=1e-9)
+
+
+def test_parallel_equals_serial_bitwise_with_empty_docs():
+    X = _corpus(n_docs=30).tolil()
+    X[3, :] = 0
+    X[17, :] = 0
+    X = X.tocsr()
+    K = 4
+    rng = np.random.default_rng(3)
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
+    words, cols = lda.minibatch_words(X.indices)
+    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
+    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    out = []
+    for parallel in (False, True):
+        g = g0.copy()
+        s = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.2, 30, 1e-4,
+                          True, parallel)
+        out.append((g, s))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
+    # An empty document keeps gamma = alpha + 0 after the first iteration.
+    np.testing.assert_allclose(out[0][0][3], 0.2)
+
+
+def test_max_doc_update_iter_zero_keeps_initial_gamma():
+    X = _corpus()
+    words, cols = lda.minibatch_words(X.indices)
+    eb = np.full((len(words), 3), 0.5)
+    g0 = np.random.default_rng(4).gamma(100.0, 0.01, (X.shape[0], 3))
+    g = g0.copy()
+    lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.1, 0, 1e-3, False,
+                  False)
+    np.testing.assert_array_equal(g, g0)
+
+
+def test_bound_matches_reference_and_sklearn():
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    X = _corpus(n_docs=25, V=40, seed=5)
+    K = 3
+    sk = LatentDirichletAllocation(n_components=K, max_iter=2, learning_method="online",
+                                   random_state=0).fit(X)
+    gamma = sk._unnormalized_transform(X)
+    lam = sk.components_
+    ref = _naive.approx_bound(X, gamma, lam, sk.doc_topic_prior_, sk.topic_word_prior_)
+    assert ref == pytest.approx(sk._approx_bound(X, gamma, False), rel=1e-9)
+    elog_beta = lda.elog_beta_rows(np.ascontiguousarray(lam.T), lam.sum(axis=1))
+    ours = lda.doc_bound(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data,
+                         gamma, elog_beta, sk.doc_topic_prior_)
+    ours += lda.topic_word_bound(lam.T, sk.topic_word_prior_)
+    assert ours == pytest.approx(ref, rel=1e-9)
+
+
+def test_minibatch_words_maps_back():
+    idx = np.array([5, 2, 9, 2, 5, 0])
+    words, cols = lda.minibatch_words(idx)
+    np.testing.assert_array_equal(words, [0, 2, 5, 9])
+    np.testing.assert_array_equal(words[cols], idx)

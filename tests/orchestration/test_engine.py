@@ -1,0 +1,92 @@
+"""Orchestration on a real LocalCluster: thread budget, pusher, parameter-server actor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dask_dpsgd._orchestration.cluster import _budget, default_layout, resolve_cluster
+from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._server.actor import ParameterServer
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [((None, None, 2), (1, 2)), ((None, None, 8), (2, 4)), ((2, None, 2), (2, 1)),
+     ((None, 1, 2), (2, 1)), ((3, 1, 2), (3, 1)), ((None, None, 1), (1, 1))],
+)
+def test_default_layout(args, expected):
+    assert default_layout(*args) == expected
+
+
+def _probe(host, cores, max_threads, env=None):
+    return {"host": host, "cores": cores, "numba_max_threads": max_threads,
+            "numba_env": env, "pid": 0}
+
+
+def test_budget_shares_a_hosts_cores_and_respects_numba_env():
+    probes = {"a": _probe("h1", 4, 4), "b": _probe("h1", 4, 4), "c": _probe("h2", 8, 3, "3")}
+    slots = _budget(probes, ["a", "b", "c"], None)
+    assert [s.threads for s in slots] == [2, 2, 3]
+    with pytest.raises(ValueError, match="at most 4 numba threads"):
+        _budget(probes, ["a"], 5)
+
+
+def test_resolve_uses_default_client(client):
+    with resolve_cluster(None, None) as handle:
+        assert handle.client is client
+        assert not handle.owned
+        assert len(handle.slots) == 2
+        # 2 workers on one 2-core host with numba pools of 2 (env set by the fixture).
+        assert [s.threads for s in handle.slots] == [2, 2]
+    with resolve_cluster(1, None) as handle:
+        assert len(handle.slots) == 1
+    with pytest.raises(ValueError, match="only 2 worker"), resolve_cluster(3, None):
+        pass
+
+
+def _push_many(server, worker, n, lag):
+    """Push n deltas through a Pusher; return sent, applied and reply versions."""
+    pusher = Pusher(server, worker, lag)
+    replies = []
+    version = server.pull().result()[0]
+    for i in range(n):
+        reply = pusher.send(np.full(4, float(i)), version, request="all")
+        if reply is not None:
+            replies.append(reply)
+            version = reply[1]
+    last = pusher.flush()
+    if last is not None:
+        replies.append(last)
+    return pusher.n_sent, pusher.n_applied, [r[1] for r in replies]
+
+
+@pytest.mark.parametrize("lag", [0, 1])
+def test_pusher_applies_every_push_in_order(client, lag):
+    server = client.submit(ParameterServer, "add", {"theta": np.zeros(4)},
+                           actor=True).result()
+    workers = sorted(client.scheduler_info()["workers"])
+    futs = [client.submit(_push_many, server, w, 50, lag, workers=[a], pure=False)
+            for w, a in enumerate(workers)]
+    results = client.gather(futs)
+    stats = server.stats().result()
+    assert stats["n_received"] == stats["n_applied"] == 100
+    assert sum(r[0] for r in results) == 100
+    for sent, applied, versions in results:
+        assert sent == applied == 50
+        # Replies from one worker come back in send order: versions strictly increase.
+        assert all(b > a for a, b in zip(versions, versions[1:], strict=False))
+    # sum of 0..49 from each of two workers
+    _, theta = server.pull().result()
+    np.testing.assert_allclose(theta, 2 * sum(range(50)))
+
+
+def _push_bad(server):
+    Pusher(server, 0, 0).send(np.ones(4), 10**6)
+
+
+def test_server_error_surfaces_in_worker_task(client):
+    server = client.submit(ParameterServer, "add", {"theta": np.zeros(4)},
+                           actor=True).result()
+    with pytest.raises(ValueError, match="base_version=1000000"):
+        client.submit(_push_bad, server, pure=False).result()

@@ -1,0 +1,111 @@
+"""Parameter-server state without a cluster: update rules, versions, staleness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dask_dpsgd._server.state import STALENESS_BINS, AddRule, ServerState, SVIRule
+from tests import _naive
+
+
+def _svi(V=30, K=4, seed=0, **kw):
+    lam0 = np.random.default_rng(seed).gamma(100.0, 0.01, (V, K))
+    args = dict(eta=0.25, learning_offset=10.0, learning_decay=0.7, total_samples=500.0)
+    args.update(kw)
+    return lam0, SVIRule(lam0, **args)
+
+
+def test_svi_rule_lazy_sparse_step_equals_dense_update():
+    V, K = 30, 4
+    lam0, rule = _svi(V, K)
+    rng = np.random.default_rng(1)
+    dense = lam0.T.copy()  # topic-major, as scikit-learn stores it
+    # Many steps so that the lazy scale is folded back several times.
+    for step in range(300):
+        words = np.sort(rng.choice(V, size=rng.integers(1, V), replace=False))
+        sstats = rng.gamma(1.0, 1.0, (len(words), K))
+        n_docs = int(rng.integers(1, 20))
+        rule.apply((words, sstats, n_docs), step)
+        S = np.zeros((K, V))
+        S[:, words] = sstats.T
+        rho = (10.0 + 1 + step) ** -0.7
+        dense = _naive.svi_step(dense, S, rho, 0.25, 500.0 / n_docs)
+        if step % 37 == 0:
+            rows, sums = rule.pull(words)
+            np.testing.assert_allclose(rows, dense.T[words], rtol=1e-9)
+            np.testing.assert_allclose(sums, dense.sum(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(rule.snapshot()["lambda"], dense.T, rtol=1e-9)
+    assert rule.scale >= SVIRule.RESCALE_BELOW
+
+
+def test_svi_rule_rho_follows_sklearn_schedule():
+    _, rule = _svi(first_step=7)
+    assert rule.rho(0) == pytest.approx((10.0 + 7) ** -0.7)
+    assert rule.rho(3) == pytest.approx((10.0 + 10) ** -0.7)
+
+
+def test_pull_returns_copies():
+    _, rule = _svi()
+    rows, _ = rule.pull(np.array([0, 1]))
+    rows[:] = -1
+    assert (rule.pull(np.array([0, 1]))[0] > 0).all()
+
+
+def test_state_counts_staleness_and_versions():
+    state = ServerState(AddRule(np.zeros(3)))
+    assert state.push(np.ones(3), 0, worker=0).applied
+    assert state.push(np.ones(3), 0, worker=1).staleness == 1
+    out = state.push(np.ones(3), 0, worker=1)
+    assert (out.applied, out.staleness, out.version) == (True, 2, 3)
+    stats = state.stats()
+    assert stats["version"] == 3
+    assert stats["staleness_max"] == 2
+    assert stats["staleness_mean"] == pytest.approx(1.0)
+    assert stats["pushes_by_worker"] == {0: 1, 1: 2}
+    np.testing.assert_array_equal(state.staleness_histogram()[:3], [1, 1, 1])
+    np.testing.assert_array_equal(state.rule.theta, [3, 3, 3])
+
+
+def test_state_rejects_nonfinite_without_touching_parameters():
+    state = ServerState(AddRule(np.zeros(2)))
+    for bad in (np.array([np.nan, 0.0]), np.array([0.0, np.inf])):
+        out = state.push(bad, 0)
+        assert not out.applied and out.reason == "nonfinite"
+    np.testing.assert_array_equal(state.rule.theta, [0.0, 0.0])
+    s = state.stats()
+    assert (s["n_received"], s["n_applied"], s["n_rejected_nonfinite"]) == (2, 0, 2)
+    assert s["version"] == 0
+
+
+def test_state_rejects_stale_updates_beyond_bound():
+    state = ServerState(AddRule(np.zeros(1)), max_staleness=1)
+    state.push(np.ones(1), 0)
+    state.push(np.ones(1), 0)  # staleness 1: accepted
+    out = state.push(np.ones(1), 0)  # staleness 2: rejected
+    assert not out.applied and out.reason == "stale" and out.staleness == 2
+    s = state.stats()
+    assert s["n_applied"] + s["n_rejected_stale"] == s["n_received"] == 3
+
+
+def test_state_refuses_impossible_base_version():
+    state = ServerState(AddRule(np.zeros(1)))
+    with pytest.raises(ValueError, match="base_version=5"):
+        state.push(np.ones(1), 5)
+
+
+def test_staleness_histogram_last_bin_collects_overflow():
+    state = ServerState(AddRule(np.zeros(1)))
+    for _ in range(STALENESS_BINS + 5):
+        state.push(np.zeros(1), state.version)
+    state.push(np.zeros(1), 0)
+    assert state.staleness_histogram()[-1] == 1
+    assert state.stats()["staleness_max"] == STALENESS_BINS + 5
+
+
+def test_bytes_are_accounted():
+    state = ServerState(AddRule(np.zeros(10)))
+    state.push(np.ones(10), 0)
+    state.pull()
+    s = state.stats()
+    assert s["bytes_pushed"] == 80 and s["bytes_pulled"] == 80
