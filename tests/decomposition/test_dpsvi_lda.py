@@ -93,19 +93,33 @@ def test_initial_topics_equal_sklearn_for_same_seed(client, nips):
 
 @pytest.mark.slow
 def test_held_out_perplexity_close_to_sklearn_and_modes_close_to_serial(client, nips):
-    """Issue 2: within 2% of sklearn at equal passes; 2x1 and 1x2 within 3% of 1x1."""
+    """Issue 2: within 2% of sklearn at equal passes; 2x1 and 1x2 within 3% of 1x1.
+
+    Averaged over three seeds: a single online-LDA run on 1,350 documents varies by a
+    few percent with the seed alone. Staleness 1 (what two asynchronous workers produce)
+    costs about 2% at this number of updates (200); see benchmarks/RESULTS.md.
+    """
     X_train, X_test, _ = nips
-    common = dict(n_components=10, max_iter=3, random_state=0)
-    sk = LatentDirichletAllocation(learning_method="online", **common).fit(X_train)
-    p_sk = sk.perplexity(X_test)
-    serial = LDA(n_workers=1, threads_per_worker=1, **common).fit(X_train)
-    p_serial = serial.perplexity(X_test)
+    common = dict(n_components=10, max_iter=5, batch_size=32)
+    seeds = (0, 1, 2)
+    p_sk = np.mean([
+        LatentDirichletAllocation(learning_method="online", random_state=s, **common)
+        .fit(X_train).perplexity(X_test) for s in seeds])
+
+    def ours(n_workers, threads):
+        out = []
+        for s in seeds:
+            est = LDA(n_workers=n_workers, threads_per_worker=threads, random_state=s,
+                      **common).fit(X_train)
+            assert est.n_updates_rejected_ == 0
+            out.append(est.perplexity(X_test))
+        return np.mean(out)
+
+    p_serial = ours(1, 1)
     assert p_serial <= 1.02 * p_sk, (p_serial, p_sk)
     for n_workers, threads in [(1, 2), (2, 1)]:
-        est = LDA(n_workers=n_workers, threads_per_worker=threads, **common).fit(X_train)
-        p = est.perplexity(X_test)
+        p = ours(n_workers, threads)
         assert abs(p / p_serial - 1) <= 0.03, (n_workers, threads, p, p_serial)
-        assert est.n_updates_rejected_ == 0
 
 
 def test_two_workers_measure_staleness(client, nips):
