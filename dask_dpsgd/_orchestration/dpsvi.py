@@ -99,8 +99,14 @@ def _minibatch_slices(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
-               cfg: DPSVIConfig, seed: Any) -> dict[str, Any]:
-    """One pass of one worker over its shard (see the module docstring)."""
+               cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = ()
+               ) -> dict[str, Any]:
+    """One pass of one worker over its shard (see the module docstring).
+
+    ``warmup_slots[i]`` is the global position of this worker's minibatch ``i`` in the
+    synchronous warm-up: it is computed from parameters holding exactly the updates of
+    the earlier positions (serial SVI), whichever worker made them.
+    """
     numba.set_num_threads(threads)
     parallel = threads > 1
     rng = np.random.default_rng(seed)
@@ -110,12 +116,23 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
     for a, b in batches:
         words.append(lda.minibatch_words(X.indices[X.indptr[a]:X.indptr[b]]))
     pusher = Pusher(server, worker, cfg.lag)
+    # Parameters for upcoming minibatches, filled from push replies (module docstring).
     params: dict[int, tuple[int, Any]] = {}
-    for i in range(min(cfg.lag + 1, len(batches))):
-        params[i] = server.pull(words[i][0]).result()
     compute = 0.0
     for i, (a, b) in enumerate(batches):
-        base_version, (lam_rows, rowsums) = params.pop(i)
+        if i < len(warmup_slots):
+            pusher.flush()
+            base_version, (lam_rows, rowsums) = server.pull_after(
+                warmup_slots[i], words[i][0]).result()
+        elif i in params:
+            base_version, (lam_rows, rowsums) = params.pop(i)
+        else:
+            # Nothing prefetched yet (start of a pass, end of the warm-up): wait for the
+            # push in flight so the pull sees it, as a lag-0 reply would.
+            reply = pusher.flush()
+            if reply is not None and len(reply) == 3:  # it prefetched minibatch i + 1
+                params[i + 1] = (reply[1], reply[2])
+            base_version, (lam_rows, rowsums) = server.pull(words[i][0]).result()
         tc = time.perf_counter()
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums)
         indptr = (X.indptr[a:b + 1] - X.indptr[a]).astype(np.int64)
@@ -126,7 +143,9 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
                                cfg.mean_change_tol, True, parallel)
         compute += time.perf_counter() - tc
         ahead = i + 1 + cfg.lag
-        request = words[ahead][0] if ahead < len(batches) else None
+        # In the warm-up the next minibatch's parameters come from pull_after instead.
+        warm_next = i + 1 < len(warmup_slots)
+        request = words[ahead][0] if ahead < len(batches) and not warm_next else None
         reply = pusher.send((words[i][0], sstats, b - a), base_version, request)
         # The reply carries the parameters for minibatch i + 1 (lag 0: this push's
         # reply; lag 1: the previous push's, which asked for i + 1).
@@ -179,7 +198,40 @@ def _shard_rows(n_rows: int, batch_size: int, n_workers: int) -> list[np.ndarray
     return [np.concatenate(r) if r else np.arange(0) for r in rows]
 
 
-def place_shards(handle: ClusterHandle, X: Any, batch_size: int) -> list[Any]:
+def warmup_schedule(n_rows: list[int], batch_size: int, n_warmup: int
+                    ) -> list[tuple[int, ...]]:
+    """Global positions of each worker's first minibatches in the synchronous warm-up.
+
+    Minibatches are taken round-robin over the workers that still have some (the order
+    :func:`_shard_rows` gives a CSR corpus), and the first ``n_warmup`` positions are
+    kept.
+
+    Parameters
+    ----------
+    n_rows : list of int
+        Documents in each worker's shard.
+    batch_size : int
+    n_warmup : int
+        Updates in the warm-up.
+
+    Returns
+    -------
+    list of tuple of int
+        For each worker, the positions of its minibatches 0, 1, ... in the warm-up.
+    """
+    counts = [-(-n // batch_size) for n in n_rows]
+    slots: list[list[int]] = [[] for _ in n_rows]
+    g = 0
+    for i in range(max(counts, default=0)):
+        for w, c in enumerate(counts):
+            if i < c and g < n_warmup:
+                slots[w].append(g)
+                g += 1
+    return [tuple(s) for s in slots]
+
+
+def place_shards(handle: ClusterHandle, X: Any, batch_size: int
+                 ) -> tuple[list[Any], list[int]]:
     """Put one CSR shard on each worker; returns their futures (worker order).
 
     Parameters
@@ -193,7 +245,9 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int) -> list[Any]:
 
     Returns
     -------
-    list of distributed.Future
+    futures : list of distributed.Future
+    n_rows : list of int
+        Documents in each shard.
     """
     client = handle.client
     addrs = [s.address for s in handle.slots]
@@ -205,7 +259,7 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int) -> list[Any]:
             futures.append(client.scatter(X[rows], workers=[addr], direct=True,
                                           hash=False))
             del w
-        return futures
+        return futures, [len(r) for r in shards]
     # Dask array: persist its chunks, find where they live, stack locally.
     X = X.rechunk({1: -1}).persist()
     chunk_futures = distributed.futures_of(X)
@@ -225,7 +279,13 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int) -> list[Any]:
     for f in futures:
         if f.status == "error":
             f.result()  # raises the worker's error (e.g. negative counts)
-    return futures
+    sizes = client.gather([client.submit(_n_rows, f, workers=[a], pure=False)
+                           for f, a in zip(futures, addrs, strict=True)])
+    return futures, list(sizes)
+
+
+def _n_rows(X: sp.csr_matrix) -> int:
+    return int(X.shape[0])
 
 
 def _gather_round(futures: list[Any]) -> list[Any]:
@@ -244,7 +304,8 @@ def _gather_round(futures: list[Any]) -> list[Any]:
 
 
 def run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
-              cfg: DPSVIConfig, *, first_step: int, n_passes: int,
+              cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
+              first_step: int,
               evaluate_every: int, perp_tol: float, entropy: int,
               max_staleness: int | None, compute_train_bound: bool,
               progress: Any = None) -> DPSVIResult:
@@ -255,6 +316,8 @@ def run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
     handle : ClusterHandle
     shards : list of distributed.Future
         One CSR shard per worker (:func:`place_shards`).
+    warmup : list of tuple of int
+        Each worker's warm-up positions in the first pass (:func:`warmup_schedule`).
     lam0 : ndarray of float64, shape (V, K)
         Initial ``lambda`` (word-major).
     cfg : DPSVIConfig
@@ -302,7 +365,8 @@ def run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
             t0 = time.perf_counter()
             futures = [
                 client.submit(_pass_task, server, shards[w], w, s.threads, cfg,
-                              pass_seeds[w], key=f"dpsvi-pass-{p}-w{w}-{token}",
+                              pass_seeds[w], warmup[w] if p == 0 else (),
+                              key=f"dpsvi-pass-{p}-w{w}-{token}",
                               workers=[s.address], allow_other_workers=False,
                               pure=False)
                 for w, s in enumerate(slots)

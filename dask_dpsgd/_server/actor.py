@@ -9,6 +9,7 @@ what makes the server lock-free and applies pushes strictly in arrival order.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -34,10 +35,23 @@ class ParameterServer:
     def __init__(self, rule: str, rule_kwargs: dict[str, Any],
                  max_staleness: int | None = None) -> None:
         self.state = ServerState(RULES[rule](**rule_kwargs), max_staleness=max_staleness)
+        self._received: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        # Created on first use, inside the worker's event loop that runs these methods.
+        if self._received is None:
+            self._received = asyncio.Condition()
+        return self._received
+
+    async def _notify(self) -> None:
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
 
     async def push(self, delta: Any, base_version: int, worker: int) -> tuple[bool, int]:
         """Apply (or reject) one update; returns ``(applied, version)``."""
         outcome = self.state.push(delta, base_version, worker)
+        await self._notify()
         return outcome.applied, outcome.version
 
     async def push_pull(self, delta: Any, base_version: int, worker: int,
@@ -54,7 +68,21 @@ class ParameterServer:
         """
         outcome = self.state.push(delta, base_version, worker)
         version, payload = self.state.pull(request)
+        await self._notify()
         return outcome.applied, version, payload
+
+    async def pull_after(self, n_received: int, request: Any = None) -> tuple[int, Any]:
+        """Wait until ``n_received`` pushes have arrived, then pull.
+
+        This is how the synchronous warm-up serialises the first updates of a fit:
+        worker ``w`` computes the update in global slot ``g`` from parameters that
+        include every update of slots ``< g``. Counting received (not applied) pushes
+        means a rejected push cannot leave a worker waiting forever.
+        """
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self.state.n_received >= n_received)
+        return self.state.pull(request)
 
     async def pull(self, request: Any = None) -> tuple[int, Any]:
         """``(version, parameters)`` for the request."""

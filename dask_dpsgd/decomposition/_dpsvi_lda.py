@@ -21,7 +21,12 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import resolve_cluster
-from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, place_shards, run_dpsvi
+from dask_dpsgd._orchestration.dpsvi import (
+    DPSVIConfig,
+    place_shards,
+    run_dpsvi,
+    warmup_schedule,
+)
 from dask_dpsgd._utils._validation import check_counts
 
 
@@ -114,6 +119,15 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     max_staleness : int, default=None
         Reject pushes computed on parameters more than this many updates old (counted in
         ``n_updates_rejected_`` and warned about). ``None`` accepts all.
+    warmup_updates : int, default=10
+        Synchronous warm-up: the first ``warmup_updates`` updates of a model are computed
+        one after the other (round-robin over the workers, staleness 0), then the workers
+        run asynchronously. While the topics are still near their random start, updates
+        computed in parallel from the same ``lambda`` break the symmetry between topics
+        in different directions and average into blurred topics (measured on NIPS, K=50,
+        2 workers, 2 passes: held-out perplexity 1.48x the serial run's without warm-up,
+        1.06x with 3 warm-up updates, 1.01x with 11). No effect with one worker and
+        ``prefetch=False``.
 
     Attributes
     ----------
@@ -203,6 +217,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
         "prefetch": ["boolean"],
         "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
+        "warmup_updates": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, n_components=10, *, doc_topic_prior=None, topic_word_prior=None,
@@ -210,7 +225,8 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                  max_iter=10, batch_size=128, evaluate_every=-1, total_samples=1e6,
                  perp_tol=1e-1, mean_change_tol=1e-3, max_doc_update_iter=100,
                  n_jobs=None, verbose=0, random_state=None, n_workers=None,
-                 threads_per_worker=None, prefetch=False, max_staleness=None):
+                 threads_per_worker=None, prefetch=False, max_staleness=None,
+                 warmup_updates=10):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
         self.topic_word_prior = topic_word_prior
@@ -231,6 +247,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         self.threads_per_worker = threads_per_worker
         self.prefetch = prefetch
         self.max_staleness = max_staleness
+        self.warmup_updates = warmup_updates
 
     # ------------------------------------------------------------------ helpers
     def __sklearn_tags__(self):
@@ -261,6 +278,9 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         from dask_dpsgd._orchestration.cluster import machine_cores
 
         return self.n_jobs if self.n_jobs > 0 else max(1, machine_cores() + 1 + self.n_jobs)
+
+    def _warmup_updates(self) -> int:
+        return int(self.warmup_updates)
 
     def _check_X(self, X: Any, *, reset: bool, whom: str) -> Any:
         """Validated float64 CSR counts (or a Dask array checked on its workers)."""
@@ -344,10 +364,14 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                     bar.update(1)
 
             try:
-                shards = place_shards(handle, X, self.batch_size)
+                shards, n_rows = place_shards(handle, X, self.batch_size)
+                # Warm-up counts from the very first update of the model: partial_fit
+                # calls after it run fully asynchronously.
+                n_warmup = max(0, self._warmup_updates() - (self.n_batch_iter_ - 1))
+                warmup = warmup_schedule(n_rows, self.batch_size, n_warmup)
                 result = run_dpsvi(
                     handle, shards, np.ascontiguousarray(self.components_.T), cfg,
-                    first_step=self.n_batch_iter_, n_passes=n_passes,
+                    warmup=warmup, first_step=self.n_batch_iter_, n_passes=n_passes,
                     evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
                     entropy=entropy, max_staleness=self.max_staleness,
                     compute_train_bound=compute_bound, progress=progress)

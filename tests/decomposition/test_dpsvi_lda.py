@@ -124,7 +124,7 @@ def test_held_out_perplexity_close_to_sklearn_and_modes_close_to_serial(client, 
 
 def test_two_workers_measure_staleness(client, nips):
     lda = LDA(n_components=5, max_iter=2, batch_size=32, random_state=0, n_workers=2,
-              threads_per_worker=1).fit(nips[0][:256])
+              threads_per_worker=1, warmup_updates=0).fit(nips[0][:256])
     assert lda.n_updates_applied_ == 16
     hist = lda.staleness_histogram_
     assert hist.sum() == lda.n_updates_applied_
@@ -139,9 +139,23 @@ def test_two_workers_measure_staleness(client, nips):
 
 def test_prefetch_pipelines_own_updates(client, nips):
     lda = LDA(n_components=5, max_iter=1, batch_size=32, random_state=0, n_workers=1,
-              threads_per_worker=1, prefetch=True).fit(nips[0][:256])
-    # With one worker, pipelining shows up as staleness 1 on all but the first push.
-    np.testing.assert_array_equal(lda.staleness_histogram_, [1, 7])
+              threads_per_worker=1, prefetch=True, warmup_updates=0).fit(nips[0][:256])
+    # With one worker, pipelining shows up as staleness 1 on all but the first two
+    # pushes (nothing is prefetched for them).
+    np.testing.assert_array_equal(lda.staleness_histogram_, [2, 6])
+    lda = LDA(n_components=5, max_iter=1, batch_size=32, random_state=0, n_workers=1,
+              threads_per_worker=1, prefetch=True, warmup_updates=3).fit(nips[0][:256])
+    # The 3 warm-up updates and the first one after them see fresh parameters.
+    np.testing.assert_array_equal(lda.staleness_histogram_, [4, 4])
+
+
+def test_warmup_serialises_the_first_updates_across_workers(client, nips):
+    lda = LDA(n_components=5, max_iter=2, batch_size=32, random_state=0, n_workers=2,
+              threads_per_worker=1, warmup_updates=8).fit(nips[0][:256])
+    # The whole first pass (8 updates) ran one update after the other.
+    assert lda.staleness_histogram_[0] >= 8
+    assert lda.n_updates_applied_ == 16
+    assert lda.history_[0]["train/staleness_max"] == 0
 
 
 def test_pipeline_with_count_vectorizer_on_real_text(client, nips):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dask_dpsgd._orchestration.cluster import _budget, default_layout, resolve_cluster
+from dask_dpsgd._orchestration.dpsvi import _shard_rows, warmup_schedule
 from dask_dpsgd._orchestration.pusher import Pusher
 from dask_dpsgd._server.actor import ParameterServer
 
@@ -90,3 +91,13 @@ def test_server_error_surfaces_in_worker_task(client):
                            actor=True).result()
     with pytest.raises(ValueError, match="base_version=1000000"):
         client.submit(_push_bad, server, pure=False).result()
+
+
+def test_warmup_schedule_follows_the_round_robin_shards():
+    # 10 minibatches of 4 rows (the last of 2) over 3 workers, as _shard_rows deals them.
+    rows = _shard_rows(38, 4, 3)
+    assert [len(r) for r in rows] == [14, 12, 12]
+    assert warmup_schedule([14, 12, 12], 4, 7) == [(0, 3, 6), (1, 4), (2, 5)]
+    # Every minibatch of the pass when the warm-up is longer than the pass.
+    assert warmup_schedule([14, 12, 12], 4, 99) == [(0, 3, 6, 9), (1, 4, 7), (2, 5, 8)]
+    assert warmup_schedule([5, 0], 4, 3) == [(0, 1), ()]
