@@ -85,20 +85,45 @@ def _csr_shard(parts: list[Any]) -> sp.csr_matrix:
     return X
 
 
-def _prepare_shard_task(*parts: Any) -> sp.csr_matrix:
-    """Turn a worker's local row chunks into its CSR shard (runs where they live)."""
+class Shard(NamedTuple):
+    """A worker's documents and, per minibatch, what every pass needs of them.
+
+    Built once per fit on the worker that holds the documents; every pass reuses it.
+    """
+
+    X: sp.csr_matrix
+    batches: list[tuple[int, int]]  # row ranges of the minibatches
+    words: list[np.ndarray]  # distinct global word ids of each minibatch
+    cols: list[np.ndarray]  # each non-zero's row in the minibatch's word list
+    indptrs: list[np.ndarray]  # int64 row pointers of each minibatch, from 0
+
+
+def _make_shard(X: sp.csr_matrix, batch_size: int) -> Shard:
+    """Split a CSR shard into minibatches and index their words (runs on the worker)."""
+    batches = _minibatch_slices(X.shape[0], batch_size)
+    words, cols, indptrs = [], [], []
+    for a, b in batches:
+        w, c = lda.minibatch_words(X.indices[X.indptr[a]:X.indptr[b]])
+        words.append(w)
+        cols.append(c)
+        indptrs.append((X.indptr[a:b + 1] - X.indptr[a]).astype(np.int64))
+    return Shard(X, batches, words, cols, indptrs)
+
+
+def _prepare_shard_task(batch_size: int, *parts: Any) -> Shard:
+    """Turn a worker's local row chunks into its shard (runs where they live)."""
     from dask_dpsgd._utils._validation import check_counts
 
     X = _csr_shard(list(parts))
     check_counts(X, "DPSVILatentDirichletAllocation.fit")
-    return X
+    return _make_shard(X, batch_size)
 
 
 def _minibatch_slices(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n_rows)) for s in range(0, n_rows, batch_size)]
 
 
-def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
+def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
                cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = ()
                ) -> dict[str, Any]:
     """One pass of one worker over its shard (see the module docstring).
@@ -111,10 +136,7 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
     parallel = threads > 1
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    batches = _minibatch_slices(X.shape[0], cfg.batch_size)
-    words = []
-    for a, b in batches:
-        words.append(lda.minibatch_words(X.indices[X.indptr[a]:X.indptr[b]]))
+    X, batches, words = shard.X, shard.batches, shard.words
     pusher = Pusher(server, worker, cfg.lag)
     # Parameters for upcoming minibatches, filled from push replies (module docstring).
     params: dict[int, tuple[int, Any]] = {}
@@ -123,7 +145,7 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
         if i < len(warmup_slots):
             pusher.flush()
             base_version, (lam_rows, rowsums) = server.pull_after(
-                warmup_slots[i], words[i][0]).result()
+                warmup_slots[i], words[i]).result()
         elif i in params:
             base_version, (lam_rows, rowsums) = params.pop(i)
         else:
@@ -132,21 +154,20 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
             reply = pusher.flush()
             if reply is not None and len(reply) == 3:  # it prefetched minibatch i + 1
                 params[i + 1] = (reply[1], reply[2])
-            base_version, (lam_rows, rowsums) = server.pull(words[i][0]).result()
+            base_version, (lam_rows, rowsums) = server.pull(words[i]).result()
         tc = time.perf_counter()
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums)
-        indptr = (X.indptr[a:b + 1] - X.indptr[a]).astype(np.int64)
         cnts = X.data[X.indptr[a]:X.indptr[b]]
         gamma = lda.init_gamma(rng, b - a, cfg.n_components)
-        sstats = lda.run_estep(indptr, words[i][1], cnts, exp_beta, gamma,
+        sstats = lda.run_estep(shard.indptrs[i], shard.cols[i], cnts, exp_beta, gamma,
                                cfg.doc_topic_prior, cfg.max_doc_update_iter,
                                cfg.mean_change_tol, True, parallel)
         compute += time.perf_counter() - tc
         ahead = i + 1 + cfg.lag
         # In the warm-up the next minibatch's parameters come from pull_after instead.
         warm_next = i + 1 < len(warmup_slots)
-        request = words[ahead][0] if ahead < len(batches) and not warm_next else None
-        reply = pusher.send((words[i][0], sstats, b - a), base_version, request)
+        request = words[ahead] if ahead < len(batches) and not warm_next else None
+        reply = pusher.send((words[i], sstats, b - a), base_version, request)
         # The reply carries the parameters for minibatch i + 1 (lag 0: this push's
         # reply; lag 1: the previous push's, which asked for i + 1).
         if reply is not None and len(reply) == 3:
@@ -165,10 +186,11 @@ def _pass_task(server: Any, X: sp.csr_matrix, worker: int, threads: int,
     }
 
 
-def _bound_task(server: Any, X: sp.csr_matrix, threads: int,
+def _bound_task(server: Any, shard: Shard, threads: int,
                 cfg: DPSVIConfig) -> tuple[float, float]:
     """Document part of the bound and the token count of a shard at current lambda."""
     numba.set_num_threads(threads)
+    X = shard.X
     if X.shape[0] == 0:
         return 0.0, 0.0
     words, cols = lda.minibatch_words(X.indices)
@@ -256,9 +278,12 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int
         shards = _shard_rows(X.shape[0], batch_size, len(addrs))
         futures = []
         for w, (rows, addr) in enumerate(zip(shards, addrs, strict=True)):
-            futures.append(client.scatter(X[rows], workers=[addr], direct=True,
-                                          hash=False))
-            del w
+            data = client.scatter(X[rows], workers=[addr], direct=True, hash=False)
+            futures.append(client.submit(_make_shard, data, batch_size,
+                                         key=f"dpsvi-shard-w{w}-{token}",
+                                         workers=[addr], allow_other_workers=False,
+                                         pure=False))
+        _gather_round_errors(futures)
         return futures, [len(r) for r in shards]
     # Dask array: persist its chunks, find where they live, stack locally.
     X = X.rechunk({1: -1}).persist()
@@ -272,20 +297,25 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int
         per_worker[target].append(f)
     futures = []
     for w, addr in enumerate(addrs):
-        futures.append(client.submit(_prepare_shard_task, *per_worker[addr],
+        futures.append(client.submit(_prepare_shard_task, batch_size, *per_worker[addr],
                                      key=f"dpsvi-shard-w{w}-{token}", workers=[addr],
                                      allow_other_workers=False, pure=False))
-    distributed.wait(futures)
-    for f in futures:
-        if f.status == "error":
-            f.result()  # raises the worker's error (e.g. negative counts)
+    _gather_round_errors(futures)
     sizes = client.gather([client.submit(_n_rows, f, workers=[a], pure=False)
                            for f, a in zip(futures, addrs, strict=True)])
     return futures, list(sizes)
 
 
-def _n_rows(X: sp.csr_matrix) -> int:
-    return int(X.shape[0])
+def _n_rows(shard: Shard) -> int:
+    return int(shard.X.shape[0])
+
+
+def _gather_round_errors(futures: list[Any]) -> None:
+    """Wait for futures that stay on the workers; raise the first error."""
+    distributed.wait(futures)
+    for f in futures:
+        if f.status == "error":
+            f.result()  # raises the worker's error (e.g. negative counts)
 
 
 def _gather_round(futures: list[Any]) -> list[Any]:
