@@ -438,3 +438,34 @@ def topic_word_bound(lam, eta):
     """
     return float(theta_bound(np.ascontiguousarray(lam.T), float(eta)))
 
+
+
+def _scatter_add_rows(M, rowsum, words, sstats, coef):
+    """``M[words] += coef * sstats`` and ``rowsum += coef * sstats.sum(axis=0)``.
+
+    The parameter server's sparse SVI step in one pass (numpy's fancy-index ``+=``
+    gathers, adds and scatters through temporaries). ``words`` must be distinct.
+    """
+    n, K = sstats.shape
+    for i in range(n):
+        dst = M[words[i]]
+        src = sstats[i]
+        for k in range(K):
+            v = coef * src[k]
+            dst[k] += v
+            rowsum[k] += v
+
+
+scatter_add_rows = numba.njit(cache=True, nogil=True)(_scatter_add_rows)
+
+
+def _gather_rows_affine(M, words, shift, scale, out):
+    """``out = shift + scale * M[words]`` (the server's sparse pull of ``lambda``)."""
+    K = M.shape[1]
+    for i in range(words.shape[0]):
+        src = M[words[i]]
+        for k in range(K):
+            out[i, k] = shift + scale * src[k]
+
+
+gather_rows_affine = numba.njit(cache=True, nogil=True)(_gather_rows_affine)

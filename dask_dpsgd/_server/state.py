@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dask_dpsgd._kernels.lda import gather_rows_affine, scatter_add_rows
+
 # Staleness values are histogrammed exactly up to this value; larger ones share the last
 # bin (the maximum is still tracked exactly).
 STALENESS_BINS = 256
@@ -231,11 +233,10 @@ class SVIRule:
         self.scale *= 1.0 - rho
         if self.scale < self.RESCALE_BELOW:
             self._fold_scale()
-        add = (rho * self.total_samples / batch_docs / self.scale) * sstats
-        # words are distinct (minibatch_words returns np.unique), so fancy-index += is
-        # exact here.
-        self.M[words] += add
-        self.M_rowsum += add.sum(axis=0)
+        # words are distinct (minibatch_words returns np.unique): one scatter-add.
+        scatter_add_rows(self.M, self.M_rowsum, np.asarray(words, dtype=np.int64),
+                         np.ascontiguousarray(sstats, dtype=np.float64),
+                         rho * self.total_samples / batch_docs / self.scale)
 
     def _fold_scale(self) -> None:
         self.M *= self.scale
@@ -248,8 +249,12 @@ class SVIRule:
 
     def pull(self, request: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(lambda[words], lambda.sum(axis=0))`` for the requested words."""
-        rows = self.M if request is None else self.M[request]
-        lam_rows = self.eta + self.scale * rows
+        if request is None:
+            lam_rows = self.eta + self.scale * self.M
+        else:
+            words = np.asarray(request, dtype=np.int64)
+            lam_rows = np.empty((len(words), self.M.shape[1]))
+            gather_rows_affine(self.M, words, self.eta, self.scale, lam_rows)
         rowsums = self.eta * self.n_features + self.scale * self.M_rowsum
         return lam_rows, rowsums
 
