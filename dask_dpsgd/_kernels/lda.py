@@ -207,7 +207,8 @@ def _estep_parallel(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol,
     """E-step of a minibatch with documents spread over numba's threads.
 
     Same parameters as ``_estep_serial``; ``sstats_slabs`` must have at least
-    ``numba.get_num_threads()`` slabs, which the caller sums afterwards.
+    ``numba.get_num_threads()`` slabs (also when ``cal_sstats`` is false: they size the
+    per-thread workspaces), which the caller sums afterwards.
 
     Notes
     -----
@@ -220,17 +221,23 @@ def _estep_parallel(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol,
     """
     K = exp_beta.shape[1]
     n_docs = indptr.shape[0] - 1
+    max_len = 0
+    for d in range(n_docs):
+        max_len = max(max_len, indptr[d + 1] - indptr[d])
+    # Per-thread workspaces, allocated once: a per-document np.empty inside prange goes
+    # through mmap/munmap for long documents under Dask's MALLOC_TRIM_THRESHOLD_=65536
+    # (measured +33% to +60% per minibatch).
+    n_threads = sstats_slabs.shape[0]
+    vecs = np.empty((n_threads, 3, K))
+    rows_ws = np.empty((n_threads, max_len, K))
     for d in prange(n_docs):
         a, b = indptr[d], indptr[d + 1]
-        exp_theta = np.empty(K)
-        last = np.empty(K)
-        acc = np.empty(K)
-        rows = np.empty((b - a, K))
+        tid = numba.get_thread_id()
         _doc_estep_jit(cols[a:b], cnts[a:b], exp_beta, gamma[d], alpha, max_iter, tol,
-                       exp_theta, last, acc, rows)
+                       vecs[tid, 0], vecs[tid, 1], vecs[tid, 2], rows_ws[tid])
         if cal_sstats:
-            _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, exp_theta,
-                                   sstats_slabs[numba.get_thread_id()])
+            _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, vecs[tid, 0],
+                                   sstats_slabs[tid])
 
 
 estep_serial = numba.njit(cache=True, nogil=True)(_estep_serial)
@@ -254,18 +261,20 @@ def _elog_beta_rows(lam_rows, rowsums, out, take_exp):
     Notes
     -----
     Equivalent to ``psi(lam_rows) - psi(rowsums)[None, :]`` (then ``np.exp``).
+    Race-free: each row is written by one thread.
     """
     n, K = lam_rows.shape
     ps = np.empty(K)
     for k in range(K):
         ps[k] = psi(rowsums[k])
-    for i in range(n):
+    for i in prange(n):
         for k in range(K):
             v = psi(lam_rows[i, k]) - ps[k]
             out[i, k] = math.exp(v) if take_exp else v
 
 
-elog_beta_rows_kernel = numba.njit(cache=True, nogil=True)(_elog_beta_rows)
+elog_beta_rows_kernel = numba.njit(cache=True, nogil=True, parallel=True)(
+    _elog_beta_rows)
 
 
 def exp_elog_beta_rows(lam_rows, rowsums):
@@ -341,7 +350,7 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
     """
     n_words, K = exp_beta.shape
     n_slabs = numba.get_num_threads() if parallel else 1
-    slabs = np.zeros((n_slabs if cal_sstats else 1, n_words if cal_sstats else 0, K))
+    slabs = np.zeros((n_slabs, n_words if cal_sstats else 0, K))
     kernel = estep_parallel if parallel else estep_serial
     kernel(indptr, cols, cnts, exp_beta, gamma, float(alpha), int(max_iter), float(tol),
            bool(cal_sstats), slabs)

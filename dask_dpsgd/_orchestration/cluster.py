@@ -190,7 +190,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     with distributed.LocalCluster(**cluster_kwargs) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client, \
             client.as_current():
-        handle = _handle(client, True, m, p if processes else p)
+        handle = _handle(client, True, m, p)
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
                         "dashboard %s", m, p, handle.dashboard_link)
