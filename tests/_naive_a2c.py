@@ -1,0 +1,171 @@
+"""Slow plain-NumPy reference implementations of the HSA2C kernels.
+
+Written for clarity, with batched matrix products and SB3's own formulations (not the
+kernels' per-sample loops), so a shared mistake is unlikely. The layout is parsed from
+its documented integer format directly, not through ``dask_dpsgd._kernels.nn``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+HEADER = 12
+REC = 5
+
+
+def unpack(theta, layout):
+    """Split ``theta`` into per-layer ``(W, b)`` lists, ``log_std`` and flags.
+
+    Returns
+    -------
+    pi_layers, vf_layers : list of (ndarray (n_out, n_in), ndarray (n_out,))
+    log_std : ndarray (n_act_outputs,) or None
+    activation : str
+    """
+    lay = [int(v) for v in layout]
+    n_pi, n_vf = lay[6], lay[7]
+    layers = []
+    for li in range(n_pi + n_vf):
+        w_off, b_off, n_in, n_out, _ = lay[HEADER + REC * li : HEADER + REC * (li + 1)]
+        layers.append(
+            (
+                theta[w_off : w_off + n_out * n_in].reshape(n_out, n_in),
+                theta[b_off : b_off + n_out],
+            )
+        )
+    log_std = None
+    if lay[2]:
+        log_std = theta[lay[5] : lay[5] + lay[1]]
+    activation = {0: "tanh", 1: "relu"}[lay[3]]
+    return layers[:n_pi], layers[n_pi:], log_std, activation
+
+
+def mlp(layers, x, activation):
+    """``Linear o act o ... o act o Linear`` on a batch ``x`` of shape (n, n_in)."""
+    act = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0.0))
+    h = x
+    for li, (W, b) in enumerate(layers):
+        h = h @ W.T + b
+        if li < len(layers) - 1:
+            h = act(h)
+    return h
+
+
+def forward(theta, layout, obs):
+    """Policy head output (logits or Gaussian mean) and ``V(s)`` for a batch."""
+    pi_layers, vf_layers, _, activation = unpack(theta, layout)
+    return mlp(pi_layers, obs, activation), mlp(vf_layers, obs, activation)[:, 0]
+
+
+def log_prob_entropy(theta, layout, obs, actions):
+    """``log pi(a|s)``, ``H(pi(.|s))`` and ``V(s)`` (SB3 ``evaluate_actions``)."""
+    pi_out, values = forward(theta, layout, obs)
+    _, _, log_std, _ = unpack(theta, layout)
+    if log_std is None:
+        z = pi_out - pi_out.max(axis=1, keepdims=True)
+        logp_all = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        a = actions[:, 0].astype(np.int64)
+        logp = logp_all[np.arange(len(a)), a]
+        ent = -(np.exp(logp_all) * logp_all).sum(axis=1)
+    else:
+        std = np.exp(log_std)
+        logp = (
+            -((actions - pi_out) ** 2) / (2 * std**2)
+            - log_std
+            - 0.5 * math.log(2 * math.pi)
+        ).sum(axis=1)
+        ent = np.full(len(obs), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum())
+    return logp, ent, values
+
+
+def a2c_loss(theta, layout, obs, actions, advantages, returns, ent_coef, vf_coef):
+    """SB3 ``A2C.train`` loss: ``(loss, policy_loss, entropy_loss, value_loss)``."""
+    logp, ent, values = log_prob_entropy(theta, layout, obs, actions)
+    policy_loss = -(advantages * logp).mean()
+    value_loss = ((returns - values) ** 2).mean()
+    entropy_loss = -ent.mean()
+    loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
+    return loss, policy_loss, entropy_loss, value_loss
+
+
+def finite_difference_grad(f, theta, eps=1e-6):
+    """Central differences ``(f(theta + eps e_j) - f(theta - eps e_j)) / (2 eps)``."""
+    g = np.empty_like(theta)
+    t = theta.copy()
+    for j in range(len(theta)):
+        t[j] = theta[j] + eps
+        fp = f(t)
+        t[j] = theta[j] - eps
+        fm = f(t)
+        t[j] = theta[j]
+        g[j] = (fp - fm) / (2 * eps)
+    return g
+
+
+def returns_advantages_sb3(
+    rewards,
+    values,
+    terminated,
+    truncated,
+    last_values,
+    truncation_values,
+    gamma,
+    gae_lambda,
+):
+    """SB3's formulation: bootstrap folded into the reward, then ``RolloutBuffer`` GAE.
+
+    ``OnPolicyAlgorithm.collect_rollouts`` adds ``gamma * V(terminal_observation)`` to
+    the reward of a step that was truncated and not terminated (SB3 issue #633), then
+    treats every done as terminal; ``compute_returns_and_advantage`` is copied from
+    ``stable_baselines3/common/buffers.py`` with ``episode_starts[t + 1] = dones[t]``.
+    """
+    n_steps = rewards.shape[0]
+    rewards = rewards.copy()
+    boot = truncated & ~terminated
+    rewards[boot] += gamma * truncation_values[boot]
+    dones = (terminated | truncated).astype(np.float64)
+    advantages = np.zeros_like(rewards)
+    last_gae_lam = 0.0
+    for step in reversed(range(n_steps)):
+        if step == n_steps - 1:
+            next_non_terminal = 1.0 - dones[step]
+            next_values = last_values
+        else:
+            next_non_terminal = 1.0 - dones[step]  # = 1 - episode_starts[step + 1]
+            next_values = values[step + 1]
+        delta = rewards[step] + gamma * next_values * next_non_terminal - values[step]
+        last_gae_lam = delta + gamma * gae_lambda * next_non_terminal * last_gae_lam
+        advantages[step] = last_gae_lam
+    return advantages, advantages + values
+
+
+def nstep_returns(
+    rewards, terminated, truncated, last_values, truncation_values, gamma
+):
+    """Explicit n-step returns (the ``gae_lambda = 1`` case), one sum per ``(t, env)``.
+
+    ``R_t = sum_{k=t}^{e-1} gamma**(k-t) r_k + gamma**(e-t) * B`` where ``e - 1`` is the
+    first step at or after ``t`` that ends the episode (or the last step), and ``B`` is
+    0 after a termination, ``V(final_observation)`` after a truncation and
+    ``last_values`` when the rollout ends mid-episode.
+    """
+    n_steps, n_envs = rewards.shape
+    out = np.zeros_like(rewards)
+    for env in range(n_envs):
+        for t in range(n_steps):
+            total = 0.0
+            disc = 1.0
+            boot = last_values[env]
+            for k in range(t, n_steps):
+                total += disc * rewards[k, env]
+                disc *= gamma
+                if terminated[k, env]:
+                    boot = 0.0
+                    break
+                if truncated[k, env]:
+                    boot = truncation_values[k, env]
+                    break
+            out[t, env] = total + disc * boot
+    return out
