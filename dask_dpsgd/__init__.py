@@ -4,6 +4,8 @@ Estimators
 ----------
 DPSVILatentDirichletAllocation
     LDA by distributed/parallel stochastic variational inference.
+HSA2CAgent
+    Advantage actor-critic by hybrid synchronous/asynchronous DPSGD.
 
 The estimators are imported lazily so that importing a low layer (the numba kernels, the
 parameter-server state) does not pull in Dask and scikit-learn.
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DPSVILatentDirichletAllocation": "dask_dpsgd.decomposition",
+    "HSA2CAgent": "dask_dpsgd.rl",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from dask_dpsgd._server.state import AddRule, ServerState, SVIRule
+from dask_dpsgd._server.state import A2CRule, AddRule, ServerState, SVIRule
 
-RULES = {"svi": SVIRule, "add": AddRule}
+RULES = {"svi": SVIRule, "add": AddRule, "a2c": A2CRule}
 
 
 class ParameterServer:
@@ -24,7 +24,7 @@ class ParameterServer:
 
     Parameters
     ----------
-    rule : {"svi", "add"}
+    rule : {"svi", "add", "a2c"}
         Which update rule holds the parameters.
     rule_kwargs : dict
         Arguments of the rule's constructor (initial parameters, step sizes).
@@ -99,3 +99,11 @@ class ParameterServer:
     async def snapshot(self) -> tuple[int, dict[str, np.ndarray]]:
         """``(version, full parameters)``."""
         return self.state.version, self.state.rule.snapshot()
+
+    async def episodes(self) -> np.ndarray:
+        """Finished episodes ``(global step, return, length)`` (A2C rule only)."""
+        return self.state.rule.episode_log()
+
+    async def progress(self) -> dict[str, Any]:
+        """Steps, episodes and recent mean return (A2C rule only)."""
+        return self.state.rule.progress()

@@ -300,3 +300,100 @@ class AddRule:
     def nbytes(self, obj: Any) -> int:
         """Bytes of arrays in an update or payload."""
         return _payload_nbytes(obj)
+
+
+class A2CRule(AddRule):
+    """Actor-critic parameters plus what the agent's workers report with each push.
+
+    An update is a dict: ``theta`` (the optimiser steps the worker applied since its
+    last push, summed), ``steps`` (environment steps taken), ``episodes`` (array of
+    ``(global step, return, length)`` rows for episodes finished since the last push)
+    and, when observations are normalised, ``obs_moments`` (``(mean, var, count)`` of
+    the observations seen since the last push), merged into the global running moments
+    with the parallel-variance formula (Chan et al., 1979), as SB3's ``RunningMeanStd``.
+
+    A pull returns a dict: ``theta``, ``total_steps``, ``obs_mean``, ``obs_var`` and
+    ``done`` (the budget is spent or the target return reached).
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+    obs_dim : int
+    total_timesteps : int
+        Training budget in environment steps, summed over workers.
+    target_return : float or None
+        Training is done once the mean return of the last 100 episodes reaches it.
+    """
+
+    def __init__(self, theta: np.ndarray, obs_dim: int, total_timesteps: int,
+                 target_return: float | None = None) -> None:
+        super().__init__(theta)
+        self.total_timesteps = int(total_timesteps)
+        self.target_return = target_return
+        self._recent: list[float] = []
+        self.total_steps = 0
+        self.episodes: list[np.ndarray] = []
+        self.obs_mean = np.zeros(obs_dim)
+        self.obs_var = np.ones(obs_dim)
+        self.obs_count = 1e-4  # SB3 RunningMeanStd's epsilon prior count
+
+    def apply(self, delta: dict[str, Any], step: int) -> None:
+        """``theta += delta["theta"]``; count steps; log episodes; merge moments."""
+        self.theta += delta["theta"]
+        self.total_steps += int(delta["steps"])
+        if len(delta["episodes"]):
+            eps = np.asarray(delta["episodes"], dtype=np.float64)
+            self.episodes.append(eps)
+            self._recent = (self._recent + eps[:, 1].tolist())[-100:]
+        moments = delta.get("obs_moments")
+        if moments is not None:
+            mean, var, count = moments
+            if count > 0:
+                total = self.obs_count + count
+                d = mean - self.obs_mean
+                m2 = (self.obs_var * self.obs_count + var * count
+                      + d * d * self.obs_count * count / total)
+                self.obs_mean = self.obs_mean + d * count / total
+                self.obs_var = m2 / total
+                self.obs_count = total
+
+    def is_finite(self, delta: dict[str, Any]) -> bool:
+        """Reject NaN/inf parameter steps or moments."""
+        ok = bool(np.isfinite(delta["theta"]).all())
+        moments = delta.get("obs_moments")
+        if moments is not None:
+            ok = ok and bool(np.isfinite(moments[0]).all() and np.isfinite(moments[1]).all())
+        return ok
+
+    @property
+    def done(self) -> bool:
+        """Budget spent, or the last 100 episodes' mean return reached the target."""
+        if self.total_steps >= self.total_timesteps:
+            return True
+        return (self.target_return is not None and len(self._recent) == 100
+                and float(np.mean(self._recent)) >= self.target_return)
+
+    def progress(self) -> dict[str, Any]:
+        """Steps, episodes and the mean return of the last 100 episodes."""
+        n = sum(len(e) for e in self.episodes)
+        mean = float(np.mean(self._recent)) if self._recent else float("nan")
+        return {"total_steps": self.total_steps, "n_episodes": n,
+                "mean_return_100": mean}
+
+    def pull(self, request: Any = None) -> dict[str, Any]:
+        """Parameters, step count, observation moments and the done flag (copies)."""
+        return {"theta": self.theta.copy(), "total_steps": self.total_steps,
+                "obs_mean": self.obs_mean.copy(), "obs_var": self.obs_var.copy(),
+                "done": self.done}
+
+    def episode_log(self) -> np.ndarray:
+        """All finished episodes so far, rows ``(global step, return, length)``."""
+        if not self.episodes:
+            return np.empty((0, 3))
+        return np.concatenate(self.episodes)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Parameters, observation moments and the episode log."""
+        return {"theta": self.theta.copy(), "obs_mean": self.obs_mean.copy(),
+                "obs_var": self.obs_var.copy(), "episodes": self.episode_log(),
+                "total_steps": np.array(self.total_steps)}

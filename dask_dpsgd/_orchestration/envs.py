@@ -1,0 +1,138 @@
+"""Gymnasium environments for the actor-critic: specification, vectorisation, checks.
+
+Lives in the orchestration layer because workers build their environments here; the
+estimator uses the same code to validate an environment before any cluster work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a worker needs to build its environments: a registered id or a factory.
+
+    Attributes
+    ----------
+    env_id : str or None
+        A gymnasium id such as ``"CartPole-v1"``.
+    factory : callable or None
+        A zero-argument callable returning a ``gymnasium.Env`` (picklable, e.g. a
+        module-level function or ``functools.partial``).
+    env_kwargs : dict
+        Keyword arguments of ``gymnasium.make`` (id only).
+    """
+
+    env_id: str | None
+    factory: Callable[[], gym.Env] | None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Readable name for messages."""
+        if self.env_id is not None:
+            return repr(self.env_id)
+        return getattr(self.factory, "__name__", repr(self.factory))
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceInfo:
+    """The flattened observation size and the action space, as the kernels need them."""
+
+    obs_shape: tuple[int, ...]
+    obs_dim: int
+    continuous: bool
+    n_act_outputs: int  # actions (Discrete) or action dimension (Box)
+    action_low: np.ndarray | None
+    action_high: np.ndarray | None
+    discrete_start: int
+
+
+def make_spec(env: Any, env_kwargs: dict[str, Any] | None) -> EnvSpec:
+    """Turn the estimator's ``env`` parameter into an :class:`EnvSpec` (no env built)."""
+    kwargs = dict(env_kwargs or {})
+    if isinstance(env, str):
+        return EnvSpec(env, None, kwargs)
+    if callable(env):
+        if kwargs:
+            raise ValueError("env_kwargs apply to a gymnasium id; a factory takes its own "
+                             "arguments (use functools.partial)")
+        return EnvSpec(None, env, {})
+    raise TypeError(
+        f"env must be a gymnasium id (str) or a zero-argument factory returning a "
+        f"gymnasium.Env, got {type(env).__name__}")
+
+
+def make_env(spec: EnvSpec) -> gym.Env:
+    """One (non-vectorised) environment, with errors naming the environment."""
+    if spec.env_id is not None:
+        try:
+            return gym.make(spec.env_id, **spec.env_kwargs)
+        except gym.error.Error as exc:
+            raise ValueError(f"cannot make gymnasium environment {spec.name}: {exc}") from exc
+    env = spec.factory()  # type: ignore[misc]
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"env factory {spec.name} returned {type(env).__name__}, not a "
+                        "gymnasium.Env")
+    return env
+
+
+def space_info(spec: EnvSpec, observation_space: gym.Space, action_space: gym.Space
+               ) -> SpaceInfo:
+    """Check the spaces are ones the actor-critic supports; describe them."""
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError(
+            f"environment {spec.name} has observation space {observation_space}; "
+            "HSA2CAgent supports Box observations (flatten Dict/Tuple spaces with "
+            "gymnasium.wrappers.FlattenObservation)")
+    obs_shape = tuple(int(s) for s in observation_space.shape)
+    obs_dim = int(np.prod(obs_shape)) if obs_shape else 1
+    if isinstance(action_space, gym.spaces.Discrete):
+        return SpaceInfo(obs_shape, obs_dim, False, int(action_space.n), None, None,
+                         int(action_space.start))
+    if isinstance(action_space, gym.spaces.Box):
+        if len(action_space.shape) != 1:
+            raise ValueError(f"environment {spec.name} has a Box action space of shape "
+                             f"{action_space.shape}; only 1-D Box actions are supported")
+        return SpaceInfo(obs_shape, obs_dim, True, int(action_space.shape[0]),
+                         np.asarray(action_space.low, dtype=np.float64),
+                         np.asarray(action_space.high, dtype=np.float64), 0)
+    raise ValueError(
+        f"environment {spec.name} has action space {action_space}; HSA2CAgent supports "
+        "Discrete and Box actions (not MultiDiscrete, MultiBinary, Dict or Tuple)")
+
+
+def inspect_env(spec: EnvSpec) -> SpaceInfo:
+    """Build one environment, check its spaces, close it."""
+    env = make_env(spec)
+    try:
+        return space_info(spec, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def make_vector_env(spec: EnvSpec, n_envs: int) -> gym.vector.VectorEnv:
+    """``n_envs`` copies, vectorised by gymnasium.
+
+    A registered id with a numpy-vectorised implementation (``vector_entry_point``,
+    e.g. CartPole) uses it; anything else runs in a ``SyncVectorEnv`` with
+    ``SAME_STEP`` autoreset (the final observation of an episode in ``info``).
+    """
+    if spec.env_id is not None:
+        registered = gym.envs.registry.get(spec.env_id)
+        if registered is not None and registered.vector_entry_point is not None:
+            return gym.make_vec(spec.env_id, num_envs=n_envs,
+                                vectorization_mode="vector_entry_point",
+                                **spec.env_kwargs)
+        return gym.make_vec(spec.env_id, num_envs=n_envs, vectorization_mode="sync",
+                            vector_kwargs={"autoreset_mode":
+                                           gym.vector.AutoresetMode.SAME_STEP},
+                            **spec.env_kwargs)
+    return gym.vector.SyncVectorEnv([spec.factory] * n_envs,  # type: ignore[list-item]
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

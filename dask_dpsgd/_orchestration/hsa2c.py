@@ -1,0 +1,432 @@
+"""HSA2C: hybrid synchronous/asynchronous advantage actor-critic on Dask.
+
+Layout of one fit (PAPER.md, HSA2C):
+
+* worker 0 holds the :class:`~dask_dpsgd._server.actor.ParameterServer` actor with the
+  flat parameter vector ``theta`` under the ``a2c`` rule (plus the global step count,
+  the episode log and, optionally, the observation moments);
+* every worker runs one long task (key ``hsa2c-worker-w<w>``): **synchronous** A2C over
+  its own batch of ``n_envs`` environments (one rollout of ``n_steps`` in all of them,
+  one gradient step), the batch's gradient split over its cores by the numba kernels,
+  and the step applied to its local copy of ``theta`` at once;
+* **asynchronous** across workers: every ``push_every`` updates a worker pushes the sum
+  of its steps through a :class:`Pusher` and takes the fresh ``theta`` of the reply,
+  re-applying its own steps the reply cannot contain yet (A3C's local/global split).
+  The server adds pushes in arrival order and measures their staleness.
+* workers stop when the server's step count reaches ``total_timesteps`` (or the mean
+  return of the last 100 episodes reaches ``target_return``); meanwhile the driver polls
+  the server for progress.
+
+This module holds no arithmetic beyond bookkeeping: the kernels do the maths.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import distributed
+import gymnasium as gym
+import numba
+import numpy as np
+
+from dask_dpsgd._kernels import a2c, nn
+from dask_dpsgd._orchestration.cluster import ClusterHandle
+from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
+from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._server.actor import ParameterServer
+
+
+@dataclass(frozen=True, slots=True)
+class HSA2CConfig:
+    """Hyper-parameters a worker needs (plain values)."""
+
+    layout: tuple[int, ...]
+    n_envs: int
+    n_steps: int
+    gamma: float
+    gae_lambda: float
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float
+    optimizer: str
+    learning_rate: float
+    rms_prop_eps: float
+    normalize_advantage: bool
+    normalize_observations: bool
+    clip_obs: float
+    total_timesteps: int
+    target_return: float | None
+    push_every: int
+    lag: int
+
+
+class HSA2CResult(NamedTuple):
+    """What an HSA2C run hands back to the estimator (plain data only)."""
+
+    theta: np.ndarray
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    episodes: np.ndarray  # (n, 3): approximate global step, return, length
+    total_steps: int
+    history: list[dict[str, Any]]
+    stats: dict[str, Any]
+    staleness_histogram: np.ndarray
+    pushes_sent: int
+    updates: int
+
+
+class _Rollout:
+    """Preallocated buffers of one worker's rollouts."""
+
+    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, act_dim: int) -> None:
+        self.obs = np.empty((n_steps, n_envs, obs_dim))
+        self.actions = np.empty((n_steps, n_envs, act_dim))
+        self.values = np.empty((n_steps, n_envs))
+        self.log_probs = np.empty((n_steps, n_envs))
+        self.rewards = np.empty((n_steps, n_envs))
+        self.terminated = np.empty((n_steps, n_envs), dtype=np.bool_)
+        self.truncated = np.empty((n_steps, n_envs), dtype=np.bool_)
+        self.trunc_values = np.zeros((n_steps, n_envs))
+        self.valid = np.ones((n_steps, n_envs), dtype=np.bool_)
+        self.advantages = np.empty((n_steps, n_envs))
+        self.returns = np.empty((n_steps, n_envs))
+
+
+def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
+    out = np.ascontiguousarray(np.asarray(obs, dtype=np.float64).reshape(n, obs_dim))
+    if not np.isfinite(out).all():
+        raise ValueError(f"environment {env_name} returned a non-finite observation: "
+                         f"{out[~np.isfinite(out).all(axis=1)][0]}")
+    return out
+
+
+def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
+                 threads: int, seed: Any) -> dict[str, Any]:
+    """One worker's whole training (see the module docstring)."""
+    numba.set_num_threads(threads)
+    parallel = threads > 1
+    rng = np.random.default_rng(seed)
+    env = make_vector_env(spec, cfg.n_envs)
+    try:
+        return _train_worker(server, spec, env, cfg, worker, parallel, rng)
+    finally:
+        env.close()
+
+
+def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
+                  cfg: HSA2CConfig, worker: int, parallel: bool,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    info_sp = space_info(spec, env.single_observation_space, env.single_action_space)
+    n_envs, n_steps, obs_dim = cfg.n_envs, cfg.n_steps, info_sp.obs_dim
+    act_dim = info_sp.n_act_outputs if info_sp.continuous else 1
+    lay = np.asarray(cfg.layout, dtype=np.int64)
+    next_step_mode = (env.metadata.get("autoreset_mode")
+                      == gym.vector.AutoresetMode.NEXT_STEP)
+    loss_grad = nn.select_a2c_loss_grad(parallel)
+    n_chunks = numba.get_num_threads() if parallel else 1
+
+    version, state = server.pull().result()
+    theta = state["theta"].copy()
+    obs_mean, obs_var = state["obs_mean"], state["obs_var"]
+    n_params = theta.shape[0]
+    grad = np.empty(n_params)
+    step = np.empty(n_params)
+    acc = np.zeros(n_params)
+    opt_a = np.zeros(n_params)
+    opt_b = np.zeros(n_params)
+    losses = np.empty(3)
+    slabs, work = nn.make_grad_workspace(cfg.layout, n_chunks)
+    buf = _Rollout(n_steps, n_envs, obs_dim, act_dim)
+    last_values = np.empty(n_envs)
+    tmp_v = np.empty(1)
+    norm_obs = np.empty((n_envs, obs_dim))
+    batch_mean = np.zeros(obs_dim)
+    batch_var = np.zeros(obs_dim)
+    batch_count = 0.0
+
+    raw, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+    raw = _flat_obs(raw, n_envs, obs_dim, spec.name)
+    prev_done = np.zeros(n_envs, dtype=np.bool_)
+    ep_ret = np.zeros(n_envs)
+    ep_len = np.zeros(n_envs, dtype=np.int64)
+    episodes: list[tuple[float, float, float]] = []
+    pusher = Pusher(server, worker, cfg.lag)
+    global_steps = state["total_steps"]
+    steps_since_push = 0
+    updates = 0
+    since_push = 0
+    done_flag = state["done"]
+    t_compute = 0.0
+    t_env = 0.0
+
+    def normalize(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if not cfg.normalize_observations:
+            return x
+        a2c.normalize_obs(x, obs_mean, obs_var, cfg.clip_obs, 1e-8, out)
+        return out
+
+    while not done_flag:
+        noise = (rng.standard_normal((n_steps, n_envs, act_dim)) if info_sp.continuous
+                 else rng.random((n_steps, n_envs, 1)))
+        for t in range(n_steps):
+            if cfg.normalize_observations:
+                batch_count = a2c.running_mean_std_update(batch_mean, batch_var,
+                                                          batch_count, raw)
+            buf.obs[t] = normalize(raw, norm_obs)
+            tc = time.perf_counter()
+            nn.policy_act_value(theta, lay, buf.obs[t], False, noise[t], buf.actions[t],
+                                buf.values[t], buf.log_probs[t])
+            t_compute += time.perf_counter() - tc
+            if info_sp.continuous:
+                # The log-probability uses the unclipped sample; the env gets it clipped
+                # to its bounds, as stable-baselines3 does.
+                act = np.clip(buf.actions[t], info_sp.action_low, info_sp.action_high)
+            else:
+                act = buf.actions[t, :, 0].astype(np.int64) + info_sp.discrete_start
+            te = time.perf_counter()
+            raw_next, rew, term, trunc, info = env.step(act)
+            t_env += time.perf_counter() - te
+            rew = np.asarray(rew, dtype=np.float64)
+            if not np.isfinite(rew).all():
+                raise ValueError(f"environment {spec.name} returned a non-finite reward "
+                                 f"{rew[~np.isfinite(rew)][0]!r}")
+            raw = _flat_obs(raw_next, n_envs, obs_dim, spec.name)
+            buf.rewards[t] = rew
+            buf.terminated[t] = term
+            buf.truncated[t] = trunc
+            done = np.logical_or(term, trunc)
+            if next_step_mode:
+                # The step after a done is gymnasium's reset transition: not learned
+                # from and not part of any episode.
+                buf.valid[t] = np.logical_not(prev_done)
+                done = np.logical_and(done, buf.valid[t])
+                prev_done = np.logical_or(term, trunc)
+            elif trunc.any():
+                # Truncated, not terminated: bootstrap from V(final observation)
+                # (gymnasium's terminated/truncated split; SB3 issue #633).
+                for e in np.flatnonzero(np.logical_and(trunc, np.logical_not(term))):
+                    fin = _flat_obs(info["final_obs"][e], 1, obs_dim, spec.name)
+                    nn.predict_values(theta, lay, normalize(fin, np.empty((1, obs_dim))),
+                                      tmp_v)
+                    buf.trunc_values[t, e] = tmp_v[0]
+            ep_ret += np.where(buf.valid[t], rew, 0.0)
+            ep_len += buf.valid[t]
+            for e in np.flatnonzero(done):
+                episodes.append((float(global_steps + steps_since_push + (t + 1) * n_envs),
+                                 float(ep_ret[e]), float(ep_len[e])))
+                ep_ret[e] = 0.0
+                ep_len[e] = 0
+        tc = time.perf_counter()
+        nn.predict_values(theta, lay, normalize(raw, norm_obs), last_values)
+        if next_step_mode:
+            # The observation returned at a done step is the final one: its value is
+            # the next row's V(s) (or the last values for the last row).
+            buf.trunc_values[:-1] = buf.values[1:]
+            buf.trunc_values[-1] = last_values
+        a2c.compute_returns_and_advantages(
+            buf.rewards, buf.values, buf.terminated, buf.truncated, last_values,
+            buf.trunc_values, cfg.gamma, cfg.gae_lambda, buf.advantages, buf.returns)
+        valid = buf.valid
+        ob, ac = buf.obs[valid], buf.actions[valid]
+        ad, rt = buf.advantages[valid], buf.returns[valid]
+        if cfg.normalize_advantage and ad.shape[0] > 1:
+            ad = (ad - ad.mean()) / (ad.std() + 1e-8)
+        if ob.shape[0]:
+            loss_grad(theta, lay, np.ascontiguousarray(ob), np.ascontiguousarray(ac),
+                      np.ascontiguousarray(ad), np.ascontiguousarray(rt), cfg.ent_coef,
+                      cfg.vf_coef, grad, losses, slabs, work)
+            a2c.clip_grad_norm(grad, cfg.max_grad_norm)
+            updates += 1
+            if cfg.optimizer == "rmsprop":
+                a2c.rmsprop_step(theta, grad, opt_a, cfg.learning_rate, 0.99,
+                                 cfg.rms_prop_eps, step)
+            else:
+                a2c.adam_step(theta, grad, opt_a, opt_b, updates, cfg.learning_rate,
+                              0.9, 0.999, 1e-8, step)
+            acc += step
+        t_compute += time.perf_counter() - tc
+        steps_since_push += n_steps * n_envs
+        since_push += 1
+        if since_push >= cfg.push_every:
+            moments = ((batch_mean.copy(), batch_var.copy(), batch_count)
+                       if cfg.normalize_observations else None)
+            delta = {"theta": acc.copy(), "steps": steps_since_push,
+                     "episodes": np.asarray(episodes, dtype=np.float64).reshape(-1, 3),
+                     "obs_moments": moments}
+            reply = pusher.send(delta, version, request=True)
+            acc[:] = 0.0
+            batch_mean[:] = 0.0
+            batch_var[:] = 0.0
+            batch_count = 0.0
+            episodes = []
+            global_steps += steps_since_push
+            steps_since_push = 0
+            since_push = 0
+            if reply is not None:
+                _, version, state = reply
+                # Rebase on the global parameters. With lag 1 the reply predates the
+                # push just sent, whose steps are re-applied on top of it.
+                theta = state["theta"] if cfg.lag == 0 else state["theta"] + delta["theta"]
+                obs_mean, obs_var = state["obs_mean"], state["obs_var"]
+                global_steps = state["total_steps"] + (delta["steps"] if cfg.lag else 0)
+                done_flag = state["done"]
+    # Hand over what was not pushed yet, then wait for the last reply.
+    if steps_since_push or episodes:
+        delta = {"theta": acc, "steps": steps_since_push,
+                 "episodes": np.asarray(episodes, dtype=np.float64).reshape(-1, 3),
+                 "obs_moments": ((batch_mean, batch_var, batch_count)
+                                 if cfg.normalize_observations else None)}
+        pusher.send(delta, version, request=None)
+    pusher.flush()
+    return {"worker": worker, "updates": updates, "pushes_sent": pusher.n_sent,
+            "pushes_applied": pusher.n_applied, "pushes_rejected": pusher.n_rejected,
+            "compute_s": t_compute, "env_s": t_env, "wait_s": pusher.wait_seconds}
+
+
+def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
+              theta0: np.ndarray, obs_dim: int, *, entropy: int,
+              max_staleness: int | None, poll_interval: float = 0.5,
+              progress: Any = None) -> HSA2CResult:
+    """Train an actor-critic by HSA2C on the cluster's workers.
+
+    Parameters
+    ----------
+    handle : ClusterHandle
+    spec : EnvSpec
+    cfg : HSA2CConfig
+    theta0 : ndarray of float64
+        Initial parameters.
+    obs_dim : int
+    entropy : int
+        Seed of the ``SeedSequence`` from which each worker's stream is spawned.
+    max_staleness : int or None
+    poll_interval : float
+        Seconds between progress polls of the server.
+    progress : callable or None
+        Called with each history record.
+
+    Returns
+    -------
+    HSA2CResult
+    """
+    client = handle.client
+    token = uuid.uuid4().hex[:8]
+    server_future = client.submit(
+        ParameterServer, "a2c",
+        {"theta": theta0, "obs_dim": obs_dim, "total_timesteps": cfg.total_timesteps,
+         "target_return": cfg.target_return},
+        max_staleness, actor=True, workers=[handle.slots[0].address],
+        allow_other_workers=False, key=f"hsa2c-server-{token}")
+    server = server_future.result()
+    seeds = np.random.SeedSequence(entropy).spawn(len(handle.slots))
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    try:
+        futures = [
+            client.submit(_worker_task, server, spec, cfg, w, s.threads, seeds[w],
+                          key=f"hsa2c-worker-w{w}-{token}", workers=[s.address],
+                          allow_other_workers=False, pure=False)
+            for w, s in enumerate(handle.slots)
+        ]
+        pending = list(futures)
+        while pending:
+            try:
+                distributed.wait(pending, timeout=poll_interval,
+                                 return_when="FIRST_COMPLETED")
+            except distributed.TimeoutError:
+                pass
+            for f in pending:
+                if f.status in ("error", "cancelled"):
+                    client.cancel([g for g in futures if g is not f])
+                    f.result()  # raises the worker's exception
+            pending = [f for f in pending if not f.done()]
+            stats = server.stats().result()
+            prog = server.progress().result()
+            elapsed = time.perf_counter() - t0
+            record = {
+                "time/elapsed_s": elapsed,
+                "time/total_timesteps": prog["total_steps"],
+                "time/steps_per_s": prog["total_steps"] / elapsed if elapsed else 0.0,
+                "rollout/ep_rew_mean": prog["mean_return_100"],
+                "rollout/episodes": prog["n_episodes"],
+                "train/pushes": stats["n_applied"],
+                "train/staleness_mean": stats["staleness_mean"],
+                "train/staleness_max": stats["staleness_max"],
+                "comm/bytes_pushed": stats["bytes_pushed"],
+                "comm/bytes_pulled": stats["bytes_pulled"],
+            }
+            history.append(record)
+            if progress is not None:
+                progress(record)
+        results = [f.result() for f in futures]
+        stats = server.stats().result()
+        hist = server.staleness_histogram().result()
+        _, snap = server.snapshot().result()
+    finally:
+        client.cancel([server_future])
+        del server
+    return HSA2CResult(
+        theta=snap["theta"], obs_mean=snap["obs_mean"], obs_var=snap["obs_var"],
+        episodes=snap["episodes"], total_steps=int(snap["total_steps"]), history=history,
+        stats=stats, staleness_histogram=hist,
+        pushes_sent=sum(r["pushes_sent"] for r in results),
+        updates=sum(r["updates"] for r in results))
+
+
+def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
+        obs_mean: np.ndarray | None, obs_var: np.ndarray | None, clip_obs: float,
+        deterministic: bool, rng: np.random.Generator, continuous: bool,
+        act_dim: int) -> np.ndarray:
+    """Actions of the policy for a batch of flattened observations (kernel calls only).
+
+    Returns the raw kernel output of shape ``(n, act_dim)``: the action index as float
+    (Discrete) or the unclipped Gaussian mean/sample (Box).
+    """
+    obs = np.ascontiguousarray(obs, dtype=np.float64)
+    if obs_mean is not None:
+        out = np.empty_like(obs)
+        a2c.normalize_obs(obs, obs_mean, obs_var, clip_obs, 1e-8, out)
+        obs = out
+    n = obs.shape[0]
+    noise = (rng.standard_normal((n, act_dim)) if continuous else rng.random((n, 1)))
+    actions = np.empty((n, act_dim))
+    nn.policy_act(theta, np.asarray(layout, dtype=np.int64), obs, deterministic, noise,
+                  actions)
+    return actions
+
+
+def run_episodes(spec: EnvSpec, policy: Any, n_episodes: int, seed: int,
+                 max_steps: int = 1_000_000) -> np.ndarray:
+    """Returns of ``n_episodes`` episodes of ``policy(obs_row) -> env action``.
+
+    Runs locally, one environment, no Dask. ``max_steps`` bounds the total steps so a
+    policy that never ends an episode cannot hang the caller.
+    """
+    from dask_dpsgd._orchestration.envs import make_env
+
+    env = make_env(spec)
+    returns = []
+    steps = 0
+    try:
+        obs, _ = env.reset(seed=seed)
+        total = 0.0
+        while len(returns) < n_episodes:
+            obs, rew, term, trunc, _ = env.step(policy(obs))
+            total += float(rew)
+            steps += 1
+            if not np.isfinite(rew):
+                raise ValueError(f"environment {spec.name} returned a non-finite reward")
+            if term or trunc:
+                returns.append(total)
+                total = 0.0
+                obs, _ = env.reset()
+            if steps >= max_steps:
+                raise RuntimeError(
+                    f"{len(returns)} of {n_episodes} evaluation episodes of {spec.name} "
+                    f"finished within {max_steps} steps")
+    finally:
+        env.close()
+    return np.asarray(returns)

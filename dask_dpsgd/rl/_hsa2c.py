@@ -1,0 +1,380 @@
+"""``HSA2CAgent``: advantage actor-critic trained by DPSGD (the paper's HSA2C)."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from dask_dpsgd._kernels import nn
+from dask_dpsgd._orchestration.cluster import resolve_cluster
+from dask_dpsgd._orchestration.envs import inspect_env, make_spec
+from dask_dpsgd._orchestration.hsa2c import HSA2CConfig, act, run_episodes, run_hsa2c
+
+
+class HSA2CAgent(BaseEstimator):
+    """Advantage actor-critic for gymnasium environments, trained by HSA2C (DPSGD).
+
+    Inside each Dask worker: synchronous A2C over the worker's own ``n_envs``
+    environments, the batch gradient computed by numba kernels over the worker's cores
+    and applied to its local parameters at once. Across workers: every ``push_every``
+    updates a worker pushes the sum of its steps to a parameter server (a Dask Actor)
+    without waiting for the others and continues from the fresh global parameters; the
+    server measures each push's staleness (Mohamad, Alamri & Bouchachia, 2022).
+
+    The policy and value function are separate MLPs as in stable-baselines3's
+    ``MlpPolicy``; parameter names and defaults are stable-baselines3's ``A2C``.
+
+    Parameters
+    ----------
+    env : str or callable
+        A gymnasium id (``"CartPole-v1"``) or a zero-argument factory returning a
+        ``gymnasium.Env`` (picklable: it is sent to the workers).
+    learning_rate : float, default=7e-4
+    n_steps : int, default=5
+        Steps per environment per update (rollout length).
+    gamma : float, default=0.99
+        Discount.
+    gae_lambda : float, default=1.0
+        GAE ``lambda``; 1.0 gives n-step returns.
+    ent_coef : float, default=0.0
+        Entropy bonus coefficient.
+    vf_coef : float, default=0.5
+        Value loss coefficient.
+    max_grad_norm : float, default=0.5
+        Gradient-norm clipping.
+    rms_prop_eps : float, default=1e-5
+        RMSProp epsilon.
+    use_rms_prop : bool, default=True
+        RMSProp (alpha 0.99, as A2C/A3C); ``False`` uses Adam (betas 0.9, 0.999).
+    normalize_advantage : bool, default=False
+    normalize_observations : bool, default=False
+        Normalise observations with running moments merged over all workers by the
+        parameter server (as stable-baselines3's ``VecNormalize``), clipped at
+        ``clip_obs``.
+    clip_obs : float, default=10.0
+    net_arch : tuple of int, default=(64, 64)
+        Hidden layer sizes of both networks.
+    activation : {"tanh", "relu"}, default="tanh"
+    log_std_init : float, default=0.0
+        Initial log standard deviation of Gaussian (Box) policies.
+    total_timesteps : int, default=100_000
+        Environment steps to train for, summed over all workers.
+    target_return : float, default=None
+        Stop early once the mean return of the last 100 training episodes reaches it.
+    n_envs : int, default=8
+        Environments per worker.
+    push_every : int, default=10
+        Updates a worker makes between pushes to the parameter server.
+    prefetch : bool, default=True
+        Keep computing while a push is in flight (its reply is used at the next push).
+    n_workers : int, default=None
+        Dask workers (``None``: all of the client's; embedded: sized to the machine).
+    threads_per_worker : int, default=None
+        Numba threads per worker for the gradient (``None``: the worker's share of its
+        host's cores).
+    max_staleness : int, default=None
+        Reject pushes staler than this (counted in ``n_updates_rejected_``).
+    env_kwargs : dict, default=None
+        Keyword arguments of ``gymnasium.make`` (with an id).
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+        1: a progress bar (timesteps, mean return, steps/s, staleness).
+
+    Attributes
+    ----------
+    params_ : ndarray of float64, shape (n_params,)
+        Policy and value parameters (flat; see ``dask_dpsgd._kernels.nn``).
+    layout_ : tuple of int
+        Layout of ``params_``.
+    obs_mean_, obs_var_ : ndarray or None
+        Observation moments (when ``normalize_observations``).
+    observation_shape_ : tuple of int
+    continuous_actions_ : bool
+    action_dim_ : int
+        Number of actions (Discrete) or action dimension (Box).
+    episode_returns_, episode_lengths_, episode_timesteps_ : ndarray
+        Every training episode's return, length and (approximate) global step at its end.
+    num_timesteps_ : int
+        Environment steps taken.
+    n_updates_ : int
+        Gradient steps over all workers.
+    n_pushes_sent_, n_updates_applied_, n_updates_rejected_ : int
+    staleness_mean_, staleness_max_ : float, int
+    staleness_histogram_ : ndarray of int
+    history_ : list of dict
+        Progress records (``rollout/ep_rew_mean``, ``time/steps_per_s``, ...).
+    n_workers_ : int
+    threads_per_worker_ : list of int
+
+    Notes
+    -----
+    Determinism: with one worker and one thread, a fixed ``random_state`` reproduces
+    the run bit for bit; with several workers, the arrival order of pushes varies.
+
+    References
+    ----------
+    S. Mohamad, H. Alamri, A. Bouchachia. Scaling up stochastic gradient descent for
+    non-convex optimisation. Machine Learning, 2022.
+
+    V. Mnih et al. Asynchronous methods for deep reinforcement learning. ICML, 2016.
+
+    Examples
+    --------
+    >>> from dask_dpsgd import HSA2CAgent
+    >>> agent = HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()
+    >>> agent.predict(agent_obs := [0.0, 0.0, 0.0, 0.0]) in (0, 1)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "env": [str, callable],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "gamma": [Interval(Real, 0, 1, closed="both")],
+        "gae_lambda": [Interval(Real, 0, 1, closed="both")],
+        "ent_coef": [Interval(Real, 0, None, closed="left")],
+        "vf_coef": [Interval(Real, 0, None, closed="left")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither")],
+        "rms_prop_eps": [Interval(Real, 0, None, closed="neither")],
+        "use_rms_prop": ["boolean"],
+        "normalize_advantage": ["boolean"],
+        "normalize_observations": ["boolean"],
+        "clip_obs": [Interval(Real, 0, None, closed="neither")],
+        "net_arch": [tuple, list],
+        "activation": [StrOptions({"tanh", "relu"})],
+        "log_std_init": [Real],
+        "total_timesteps": [Interval(Integral, 1, None, closed="left")],
+        "target_return": [None, Real],
+        "n_envs": [Interval(Integral, 1, None, closed="left")],
+        "push_every": [Interval(Integral, 1, None, closed="left")],
+        "prefetch": ["boolean"],
+        "n_workers": [None, Interval(Integral, 1, None, closed="left")],
+        "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
+        "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
+        "env_kwargs": [None, dict],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, env="CartPole-v1", *, learning_rate=7e-4, n_steps=5, gamma=0.99,
+                 gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+                 rms_prop_eps=1e-5, use_rms_prop=True, normalize_advantage=False,
+                 normalize_observations=False, clip_obs=10.0, net_arch=(64, 64),
+                 activation="tanh", log_std_init=0.0, total_timesteps=100_000,
+                 target_return=None, n_envs=8, push_every=10, prefetch=True,
+                 n_workers=None, threads_per_worker=None, max_staleness=None,
+                 env_kwargs=None, random_state=None, verbose=0):
+        self.env = env
+        self.learning_rate = learning_rate
+        self.n_steps = n_steps
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.ent_coef = ent_coef
+        self.vf_coef = vf_coef
+        self.max_grad_norm = max_grad_norm
+        self.rms_prop_eps = rms_prop_eps
+        self.use_rms_prop = use_rms_prop
+        self.normalize_advantage = normalize_advantage
+        self.normalize_observations = normalize_observations
+        self.clip_obs = clip_obs
+        self.net_arch = net_arch
+        self.activation = activation
+        self.log_std_init = log_std_init
+        self.total_timesteps = total_timesteps
+        self.target_return = target_return
+        self.n_envs = n_envs
+        self.push_every = push_every
+        self.prefetch = prefetch
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.max_staleness = max_staleness
+        self.env_kwargs = env_kwargs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.n_workers != 1
+        tags.requires_fit = True
+        return tags
+
+    def _check_params(self) -> tuple[int, ...]:
+        arch = tuple(self.net_arch)
+        if not arch or not all(isinstance(h, Integral) and h > 0 for h in arch):
+            raise ValueError(f"net_arch must be a non-empty sequence of positive ints, got "
+                             f"{self.net_arch!r}")
+        return arch
+
+    def fit(self, X=None, y=None):
+        """Train the agent in its environment.
+
+        Parameters
+        ----------
+        X, y : None
+            Ignored; an agent learns from its environment (``env``).
+
+        Returns
+        -------
+        self : HSA2CAgent
+            Fitted agent.
+        """
+        if X is not None or y is not None:
+            raise ValueError("HSA2CAgent.fit takes no data: it learns from env; call fit()")
+        self._validate_params()
+        arch = self._check_params()
+        spec = make_spec(self.env, self.env_kwargs)
+        info = inspect_env(spec)
+        layout = nn.make_layout(info.obs_dim, info.n_act_outputs, arch, info.continuous,
+                                activation=self.activation)
+        rs = check_random_state(self.random_state)
+        theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
+                                log_std_init=float(self.log_std_init))
+        cfg = HSA2CConfig(
+            layout=layout, n_envs=self.n_envs, n_steps=self.n_steps,
+            gamma=float(self.gamma), gae_lambda=float(self.gae_lambda),
+            ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
+            max_grad_norm=float(self.max_grad_norm),
+            optimizer="rmsprop" if self.use_rms_prop else "adam",
+            learning_rate=float(self.learning_rate),
+            rms_prop_eps=float(self.rms_prop_eps),
+            normalize_advantage=bool(self.normalize_advantage),
+            normalize_observations=bool(self.normalize_observations),
+            clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
+            target_return=None if self.target_return is None else float(self.target_return),
+            push_every=self.push_every, lag=1 if self.prefetch else 0)
+        entropy = int(rs.randint(np.iinfo(np.int32).max))
+        from tqdm.auto import tqdm
+
+        bar = None
+        with resolve_cluster(self.n_workers, self.threads_per_worker,
+                             verbose=self.verbose) as handle:
+            if self.verbose:
+                bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
+                           unit="step")
+                if handle.dashboard_link:
+                    bar.write(f"Dask dashboard: {handle.dashboard_link}")
+
+            def progress(record: dict[str, Any]) -> None:
+                if bar is not None:
+                    bar.n = min(record["time/total_timesteps"], bar.total)
+                    bar.set_postfix({
+                        "ep_rew_mean": f"{record['rollout/ep_rew_mean']:.1f}",
+                        "steps/s": f"{record['time/steps_per_s']:.0f}",
+                        "stale": f"{record['train/staleness_mean']:.2f}"})
+                    bar.refresh()
+
+            try:
+                result = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
+                                   entropy=entropy, max_staleness=self.max_staleness,
+                                   progress=progress)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.n_workers_ = len(handle.slots)
+            self.threads_per_worker_ = [s.threads for s in handle.slots]
+        self.layout_ = layout
+        self.params_ = result.theta
+        self.obs_mean_ = result.obs_mean if self.normalize_observations else None
+        self.obs_var_ = result.obs_var if self.normalize_observations else None
+        self.observation_shape_ = info.obs_shape
+        self.continuous_actions_ = info.continuous
+        self.action_dim_ = info.n_act_outputs
+        self._action_low = info.action_low
+        self._action_high = info.action_high
+        self._discrete_start = info.discrete_start
+        eps = result.episodes
+        self.episode_timesteps_ = eps[:, 0].astype(np.int64)
+        self.episode_returns_ = eps[:, 1]
+        self.episode_lengths_ = eps[:, 2].astype(np.int64)
+        self.num_timesteps_ = result.total_steps
+        self.n_updates_ = result.updates
+        stats = result.stats
+        self.n_pushes_sent_ = result.pushes_sent
+        self.n_updates_applied_ = stats["n_applied"]
+        self.n_updates_rejected_ = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
+        self.staleness_mean_ = stats["staleness_mean"]
+        self.staleness_max_ = stats["staleness_max"]
+        self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
+        self.history_ = result.history
+        if stats["n_received"] != result.pushes_sent:
+            raise RuntimeError(f"update accounting failed: workers sent "
+                               f"{result.pushes_sent} pushes, the server received "
+                               f"{stats['n_received']}")
+        if stats["n_rejected_nonfinite"]:
+            raise FloatingPointError(
+                f"{stats['n_rejected_nonfinite']} parameter update(s) held NaN or "
+                "infinity and were rejected; training diverged (lower learning_rate or "
+                "max_grad_norm, or normalise observations)")
+        return self
+
+    def _flat_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
+        obs = np.asarray(obs, dtype=np.float64)
+        shape = tuple(self.observation_shape_)
+        if obs.shape == shape:
+            return obs.reshape(1, -1), True
+        if obs.shape[1:] == shape and obs.ndim == len(shape) + 1:
+            return obs.reshape(obs.shape[0], -1), False
+        raise ValueError(f"observations of shape {obs.shape} do not match the "
+                         f"environment's observation shape {shape} (one observation) "
+                         f"or (n, *{shape}) (a batch)")
+
+    def predict(self, obs, deterministic=True):
+        """Actions of the policy for one observation or a batch.
+
+        Parameters
+        ----------
+        obs : array-like of shape observation_shape_ or (n, *observation_shape_)
+        deterministic : bool, default=True
+            The most likely action (mean for Box) instead of a sample.
+
+        Returns
+        -------
+        action : int, ndarray of shape (n,) (Discrete) or (action_dim,) / (n, action_dim)
+        """
+        check_is_fitted(self)
+        flat, single = self._flat_obs(obs)
+        if not np.isfinite(flat).all():
+            raise ValueError("observations contain NaN or infinity")
+        rng = np.random.default_rng()
+        raw = act(self.params_, self.layout_, flat, self.obs_mean_, self.obs_var_,
+                  float(self.clip_obs), bool(deterministic), rng,
+                  self.continuous_actions_, self.action_dim_ if self.continuous_actions_
+                  else 1)
+        if self.continuous_actions_:
+            out = np.clip(raw, self._action_low, self._action_high)
+            return out[0] if single else out
+        out = raw[:, 0].astype(np.int64) + self._discrete_start
+        return int(out[0]) if single else out
+
+    def score(self, env=None, n_episodes=20, *, deterministic=True, random_state=None):
+        """Mean return over evaluation episodes.
+
+        Parameters
+        ----------
+        env : str or callable, default=None
+            Environment to evaluate in (default: the training ``env``).
+        n_episodes : int, default=20
+        deterministic : bool, default=True
+        random_state : int, default=None
+            Seed of the evaluation environment.
+
+        Returns
+        -------
+        float
+            Mean episode return.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_episodes, Integral) or n_episodes < 1:
+            raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
+        spec = make_spec(self.env if env is None else env,
+                         self.env_kwargs if env is None else None)
+        seed = check_random_state(random_state).randint(2**31 - 1)
+        returns = run_episodes(spec, lambda o: self.predict(o, deterministic=deterministic),
+                               n_episodes, int(seed))
+        return float(np.mean(returns))

@@ -1,0 +1,157 @@
+"""HSA2CAgent on real gymnasium environments and the session's real Dask cluster."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from dask_dpsgd import HSA2CAgent
+
+
+def _scaled_pendulum(scale: float) -> gym.Env:
+    return gym.wrappers.TransformReward(gym.make("Pendulum-v1"), lambda r: r * scale)
+
+
+class _DictObsEnv(gym.Env):
+    observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+    action_space = gym.spaces.Discrete(2)
+
+
+class _MultiBinaryEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,))
+    action_space = gym.spaces.MultiBinary(3)
+
+
+class _NaNRewardEnv(gym.Env):
+    """Returns a NaN reward at the third step."""
+
+    observation_space = gym.spaces.Box(-1, 1, (3,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if self.t == 3 else 1.0
+        return np.zeros(3, dtype=np.float32), reward, False, self.t >= 10, {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n_workers", "threads"), [(1, 1), (2, 1)])
+def test_cartpole_learns(client, n_workers, threads):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=400_000, target_return=475,
+                       random_state=0, n_workers=n_workers,
+                       threads_per_worker=threads).fit()
+    assert agent.score(n_episodes=20, random_state=0) >= 195
+    assert agent.n_workers_ == n_workers
+    assert agent.n_pushes_sent_ == agent.n_updates_applied_ + agent.n_updates_rejected_
+    assert agent.num_timesteps_ == agent.history_[-1]["time/total_timesteps"]
+    # Early stop on the target: the budget was not spent.
+    assert agent.num_timesteps_ < 400_000
+    assert np.mean(agent.episode_returns_[-100:]) >= 475
+    assert len(agent.episode_returns_) == len(agent.episode_lengths_)
+
+
+@pytest.mark.slow
+def test_pendulum_continuous_actions_improve(client):
+    agent = HSA2CAgent(functools.partial(_scaled_pendulum, 0.1), n_steps=8, gamma=0.9,
+                       gae_lambda=0.9, vf_coef=0.4, normalize_advantage=True,
+                       normalize_observations=True, total_timesteps=500_000,
+                       random_state=0, n_workers=1, threads_per_worker=1).fit()
+    returns = agent.episode_returns_ / 0.1
+    first, last = returns[:50].mean(), returns[-50:].mean()
+    # A random policy scores about -1200; the trained one clearly better.
+    assert last > first + 300, (first, last)
+    assert agent.continuous_actions_ and agent.action_dim_ == 1
+    assert agent.obs_mean_.shape == (3,)
+    action = agent.predict(np.zeros(3))
+    assert action.shape == (1,) and -2.0 <= action[0] <= 2.0
+
+
+def test_one_worker_one_core_is_deterministic(client):
+    kw = dict(total_timesteps=4_000, random_state=3, n_workers=1, threads_per_worker=1)
+    a = HSA2CAgent("CartPole-v1", **kw).fit()
+    b = HSA2CAgent("CartPole-v1", **kw).fit()
+    np.testing.assert_array_equal(a.params_, b.params_)
+    np.testing.assert_array_equal(a.episode_returns_, b.episode_returns_)
+    c = HSA2CAgent("CartPole-v1", **{**kw, "random_state": 4}).fit()
+    assert not np.array_equal(a.params_, c.params_)
+
+
+def test_threads_do_not_change_the_result(client):
+    kw = dict(total_timesteps=4_000, random_state=3, n_workers=1)
+    a = HSA2CAgent("CartPole-v1", threads_per_worker=1, **kw).fit()
+    b = HSA2CAgent("CartPole-v1", threads_per_worker=2, **kw).fit()
+    np.testing.assert_allclose(a.params_, b.params_, rtol=1e-9, atol=1e-12)
+
+
+def test_accounting_staleness_and_history(client):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=20_000, push_every=2,
+                       random_state=0, n_workers=2, threads_per_worker=1).fit()
+    assert agent.num_timesteps_ >= 20_000
+    assert agent.n_pushes_sent_ == agent.n_updates_applied_
+    hist = agent.staleness_histogram_
+    assert hist.sum() == agent.n_updates_applied_
+    assert agent.staleness_max_ == len(hist) - 1
+    assert agent.n_updates_ * 5 * 8 <= agent.num_timesteps_
+    rec = agent.history_[-1]
+    assert rec["comm/bytes_pushed"] > 0 and rec["rollout/episodes"] == len(
+        agent.episode_returns_)
+
+
+def test_fitted_agent_pickles_and_predicts_without_cluster(client):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()
+    restored = pickle.loads(pickle.dumps(agent))
+    obs = np.random.default_rng(0).normal(size=(7, 4))
+    np.testing.assert_array_equal(restored.predict(obs), agent.predict(obs))
+    assert restored.predict(obs[0]) in (0, 1)
+    assert clone(agent).get_params() == agent.get_params()
+    assert not hasattr(clone(agent), "params_")
+
+
+def test_predict_rejects_wrong_shapes(client):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=1_000, random_state=0).fit()
+    with pytest.raises(ValueError, match=r"shape \(3,\) do not match"):
+        agent.predict(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.predict(np.full(4, np.nan))
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [("NoSuchEnv-v0", "cannot make gymnasium environment 'NoSuchEnv-v0'"),
+     (_DictObsEnv, "observation space Dict"),
+     (_MultiBinaryEnv, "action space MultiBinary")],
+)
+def test_unsupported_environments_are_refused(client, env, match):
+    with pytest.raises(ValueError, match=match):
+        HSA2CAgent(env, total_timesteps=100).fit()
+
+
+def test_non_finite_reward_fails_the_fit_with_its_cause(client):
+    with pytest.raises(ValueError, match="non-finite reward"):
+        HSA2CAgent(_NaNRewardEnv, total_timesteps=1_000, n_envs=2).fit()
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"n_steps": 0}, "n_steps"), ({"gamma": 1.5}, "gamma"),
+     ({"net_arch": (64, 0)}, "net_arch"), ({"activation": "elu"}, "activation"),
+     ({"env": 3}, "env")],
+)
+def test_invalid_parameters(client, params, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        HSA2CAgent(**{"total_timesteps": 100, **params}).fit()
+
+
+def test_fit_takes_no_data():
+    with pytest.raises(ValueError, match="takes no data"):
+        HSA2CAgent().fit(np.zeros((3, 4)))
