@@ -134,8 +134,10 @@ def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
             threads = threads_per_worker
         elif p["numba_env"]:
             # The operator sized numba for this worker (SLURM job_script_prologue,
-            # LocalCluster env=): trust it.
-            threads = max_threads
+            # LocalCluster env=): trust the value asked for. numba's pool may already be
+            # larger (a user script re-imported in the spawned worker imports numba
+            # before the nanny's env applies), so read the variable, not the pool size.
+            threads = max(1, min(max_threads, int(str(p["numba_env"]))))
         else:
             # Share the host's cores between the workers of this fit on it.
             threads = max(1, min(max_threads, int(p["cores"]) // per_host[p["host"]]))

@@ -26,9 +26,11 @@ def _probe(host, cores, max_threads, env=None):
 
 
 def test_budget_shares_a_hosts_cores_and_respects_numba_env():
-    probes = {"a": _probe("h1", 4, 4), "b": _probe("h1", 4, 4), "c": _probe("h2", 8, 3, "3")}
-    slots = _budget(probes, ["a", "b", "c"], None)
-    assert [s.threads for s in slots] == [2, 2, 3]
+    probes = {"a": _probe("h1", 4, 4), "b": _probe("h1", 4, 4), "c": _probe("h2", 8, 3, "3"),
+              # env says 1 but numba's pool was sized before the env applied
+              "d": _probe("h3", 2, 2, "1")}
+    slots = _budget(probes, ["a", "b", "c", "d"], None)
+    assert [s.threads for s in slots] == [2, 2, 3, 1]
     with pytest.raises(ValueError, match="at most 4 numba threads"):
         _budget(probes, ["a"], 5)
 
