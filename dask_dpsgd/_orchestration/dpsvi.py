@@ -333,13 +333,13 @@ def _gather_round(futures: list[Any]) -> list[Any]:
     return [f.result() for f in futures]
 
 
-def run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
+def _run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
               cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
               first_step: int,
               evaluate_every: int, perp_tol: float, entropy: int,
               max_staleness: int | None, compute_train_bound: bool,
               progress: Any = None) -> DPSVIResult:
-    """Train ``lambda`` by DPSVI on the shards already placed on the workers.
+    """Train ``lambda`` by DPSVI on the shards already placed on the workers (in a span).
 
     Parameters
     ----------
@@ -445,6 +445,16 @@ def run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
         lam=snap["lambda"], n_updates=version, n_passes=n_done, history=history,
         stats=stats, staleness_histogram=hist, train_perplexity=train_perp,
         pushes_sent=sent)
+
+
+def run_dpsvi(handle: ClusterHandle, *args: Any, **kwargs: Any) -> DPSVIResult:
+    """Train ``lambda`` by DPSVI; parameters as :func:`_run_dpsvi`.
+
+    Every task of the fit (parameter server, passes, bounds) belongs to one Dask span,
+    ``dpsvi-fit``, so the dashboard groups them and reports their metrics together.
+    """
+    with distributed.span("dpsvi-fit"):
+        return _run_dpsvi(handle, *args, **kwargs)
 
 
 def _train_perplexity(handle: ClusterHandle, server: Any, shards: list[Any],

@@ -286,7 +286,7 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             "compute_s": t_compute, "env_s": t_env, "wait_s": pusher.wait_seconds}
 
 
-def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
+def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
               theta0: np.ndarray, obs_dim: int, *, entropy: int,
               max_staleness: int | None, poll_interval: float = 0.5,
               progress: Any = None) -> HSA2CResult:
@@ -374,6 +374,12 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         stats=stats, staleness_histogram=hist,
         pushes_sent=sum(r["pushes_sent"] for r in results),
         updates=sum(r["updates"] for r in results))
+
+
+def run_hsa2c(handle: ClusterHandle, *args: Any, **kwargs: Any) -> HSA2CResult:
+    """Train by HSA2C; parameters as :func:`_run_hsa2c`; all tasks in span ``hsa2c-fit``."""
+    with distributed.span("hsa2c-fit"):
+        return _run_hsa2c(handle, *args, **kwargs)
 
 
 def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,

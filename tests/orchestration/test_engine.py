@@ -103,3 +103,22 @@ def test_warmup_schedule_follows_the_round_robin_shards():
     # Every minibatch of the pass when the warm-up is longer than the pass.
     assert warmup_schedule([14, 12, 12], 4, 99) == [(0, 3, 6, 9), (1, 4, 7), (2, 5, 8)]
     assert warmup_schedule([5, 0], 4, 3) == [(0, 1), ()]
+
+
+def _span_names(dask_scheduler):
+    return sorted({"/".join(s.name) for s in dask_scheduler.extensions["spans"].spans.values()})
+
+
+def test_fits_show_up_as_named_spans_and_task_prefixes(client):
+    from dask_dpsgd import DPSVILatentDirichletAllocation, HSA2CAgent
+    from dask_dpsgd.datasets import load_nips
+
+    DPSVILatentDirichletAllocation(n_components=3, max_iter=1, random_state=0).fit(
+        load_nips().data[:40])
+    HSA2CAgent("CartPole-v1", total_timesteps=500, random_state=0).fit()
+    names = client.run_on_scheduler(_span_names)
+    assert "dpsvi-fit" in names and "hsa2c-fit" in names
+    prefixes = client.run_on_scheduler(
+        lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert any(p.startswith("dpsvi-pass") for p in prefixes)
+    assert any(p.startswith("hsa2c-worker") for p in prefixes)
