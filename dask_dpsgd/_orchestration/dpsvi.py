@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -33,7 +34,8 @@ import scipy.sparse as sp
 
 from dask_dpsgd._kernels import lda
 from dask_dpsgd._orchestration.cluster import ClusterHandle
-from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._orchestration.pusher import Pusher, await_reply
+from dask_dpsgd._orchestration.pusher import close_server as _close_server
 from dask_dpsgd._server.actor import ParameterServer
 
 logger = logging.getLogger(__name__)
@@ -63,8 +65,8 @@ class DPSVIResult(NamedTuple):
     """What a DPSVI run hands back to the estimator (plain data only)."""
 
     lam: np.ndarray  # (V, K) word-major lambda
-    n_updates: int  # SVI steps applied by the server during this run
-    n_passes: int
+    n_batch_iter: int  # t of the next SVI step (scikit-learn's n_batch_iter_)
+    n_passes: int  # passes done, counting those before a resume
     history: list[dict[str, Any]]
     stats: dict[str, Any]
     staleness_histogram: np.ndarray
@@ -123,9 +125,26 @@ def _minibatch_slices(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n_rows)) for s in range(0, n_rows, batch_size)]
 
 
+# Segments (one parameter server each) the driver abandoned, per worker process: their
+# tasks stop waiting on the dead server at once (see abort_segment).
+_ABANDONED: set[str] = set()
+
+
+def _abandon(token: str) -> None:
+    _ABANDONED.add(token)
+
+
+def abort_segment(client: Any, addresses: list[str], token: str) -> None:
+    """Tell the workers' still-running tasks of segment ``token`` to give up."""
+    try:
+        client.run(_abandon, token, workers=addresses, on_error="ignore")
+    except Exception:  # noqa: BLE001 - a worker may be gone between check and call
+        logger.debug("could not reach every worker to abandon %s", token)
+
+
 def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
-               cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = ()
-               ) -> dict[str, Any]:
+               cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = (),
+               token: str = "") -> dict[str, Any]:
     """One pass of one worker over its shard (see the module docstring).
 
     ``warmup_slots[i]`` is the global position of this worker's minibatch ``i`` in the
@@ -137,15 +156,19 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     X, batches, words = shard.X, shard.batches, shard.words
-    pusher = Pusher(server, worker, cfg.lag)
+
+    def aborted() -> bool:
+        return token in _ABANDONED
+
+    pusher = Pusher(server, worker, cfg.lag, aborted)
     # Parameters for upcoming minibatches, filled from push replies (module docstring).
     params: dict[int, tuple[int, Any]] = {}
     compute = 0.0
     for i, (a, b) in enumerate(batches):
         if i < len(warmup_slots):
             pusher.flush()
-            base_version, (lam_rows, rowsums) = server.pull_after(
-                warmup_slots[i], words[i]).result()
+            base_version, (lam_rows, rowsums) = await_reply(
+                server.pull_after(warmup_slots[i], words[i]), aborted)
         elif i in params:
             base_version, (lam_rows, rowsums) = params.pop(i)
         else:
@@ -154,7 +177,8 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
             reply = pusher.flush()
             if reply is not None and len(reply) == 3:  # it prefetched minibatch i + 1
                 params[i + 1] = (reply[1], reply[2])
-            base_version, (lam_rows, rowsums) = server.pull(words[i]).result()
+            base_version, (lam_rows, rowsums) = await_reply(server.pull(words[i]),
+                                                            aborted)
         tc = time.perf_counter()
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums)
         cnts = X.data[X.indptr[a]:X.indptr[b]]
@@ -283,7 +307,7 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int
                                          key=f"dpsvi-shard-w{w}-{token}",
                                          workers=[addr], allow_other_workers=False,
                                          pure=False))
-        _gather_round_errors(futures)
+        _gather_round(futures, addrs)
         return futures, [len(r) for r in shards]
     # Dask array: persist its chunks, find where they live, stack locally.
     X = X.rechunk({1: -1}).persist()
@@ -300,9 +324,9 @@ def place_shards(handle: ClusterHandle, X: Any, batch_size: int
         futures.append(client.submit(_prepare_shard_task, batch_size, *per_worker[addr],
                                      key=f"dpsvi-shard-w{w}-{token}", workers=[addr],
                                      allow_other_workers=False, pure=False))
-    _gather_round_errors(futures)
-    sizes = client.gather([client.submit(_n_rows, f, workers=[a], pure=False)
-                           for f, a in zip(futures, addrs, strict=True)])
+    _gather_round(futures, addrs)
+    sizes = _gather_round([client.submit(_n_rows, f, workers=[a], pure=False)
+                           for f, a in zip(futures, addrs, strict=True)], addrs)
     return futures, list(sizes)
 
 
@@ -310,63 +334,185 @@ def _n_rows(shard: Shard) -> int:
     return int(shard.X.shape[0])
 
 
-def _gather_round_errors(futures: list[Any]) -> None:
-    """Wait for futures that stay on the workers; raise the first error."""
-    distributed.wait(futures)
-    for f in futures:
-        if f.status == "error":
-            f.result()  # raises the worker's error (e.g. negative counts)
+class WorkerLostError(RuntimeError):
+    """A worker of the fit left the cluster (killed, pre-empted, walltime) mid-round."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(f"Dask worker(s) lost during the fit: {', '.join(addresses)}")
+        self.addresses = addresses
 
 
-def _gather_round(futures: list[Any]) -> list[Any]:
-    """Wait for one round of tasks; raise the first error at once, cancelling the rest."""
+def _lost_workers(client: Any, addresses: list[str]) -> list[str]:
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    return [a for a in addresses if a not in alive]
+
+
+def _gather_round(futures: list[Any], addresses: list[str] | None = None,
+                  poll: float = 1.0) -> list[Any]:
+    """Wait for one round of tasks; raise the first error at once, cancelling the rest.
+
+    Tasks are pinned to their workers, so a task whose worker died would wait forever
+    for it: every ``poll`` seconds the workers in ``addresses`` are checked, and a lost
+    one raises :class:`WorkerLostError` (as does an error explained by a lost worker,
+    e.g. the parameter server's worker gone).
+    """
+    client = futures[0].client
+    addresses = addresses or []
     pending = list(futures)
     while pending:
-        distributed.wait(pending, return_when="FIRST_COMPLETED")
-        for f in pending:
-            if f.status in ("error", "cancelled"):
-                others = [g for g in futures if g is not f]
-                if others:
-                    f.client.cancel(others)
-                f.result()  # raises the worker's exception here, promptly
+        try:
+            distributed.wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+        except distributed.TimeoutError:
+            pass
+        except CancelledError:
+            # The scheduler forgets the tasks of a worker that died (wait raises
+            # FuturesCancelledError): look at who is gone below.
+            pass
+        failed = [f for f in pending if f.status in ("error", "cancelled")]
+        lost = _lost_workers(client, addresses) if (failed or addresses) else []
+        if failed or lost:
+            client.cancel([g for g in futures if g.status == "pending"])
+            if lost:
+                raise WorkerLostError(lost)
+            failed[0].result()  # raises the worker's exception here, promptly
         pending = [f for f in pending if not f.done()]
     return [f.result() for f in futures]
 
 
-def _run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
-              cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
-              first_step: int,
+@dataclass(slots=True)
+class _Checkpoint:
+    """Driver-side state after the last completed pass (what a recovery restarts from)."""
+
+    lam: np.ndarray
+    raw: dict[str, np.ndarray] | None  # the server's exact internal state, if known
+    step: int  # n_batch_iter: t of the next SVI step
+    passes_done: int  # absolute pass count
+    pushes_sent: int = 0
+    counts: dict[str, int] | None = None  # server counters summed over segments
+    histogram: np.ndarray | None = None
+    history: list[dict[str, Any]] | None = None
+
+
+_COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
+             "bytes_pushed", "bytes_pulled")
+
+
+def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig, *,
+              first_step: int, start_pass: int, n_passes: int, warmup_updates: int,
               evaluate_every: int, perp_tol: float, entropy: int,
               max_staleness: int | None, compute_train_bound: bool,
-              progress: Any = None) -> DPSVIResult:
-    """Train ``lambda`` by DPSVI on the shards already placed on the workers (in a span).
+              progress: Any = None, on_checkpoint: Any = None,
+              raw0: dict[str, np.ndarray] | None = None,
+              max_recoveries: int = 3) -> tuple[DPSVIResult, list[dict[str, Any]]]:
+    """Place the shards and train, recovering from lost workers.
+
+    After every pass the driver keeps ``lambda`` and the counters (an in-memory
+    checkpoint; ``on_checkpoint(lam, raw, step, passes_done)`` may also write it to a
+    file; ``raw`` is the server's exact internal state, given back as ``raw0``).
+    When a worker is lost (including the one holding the parameter-server actor, which
+    Dask does not restart, MECHANICS.md D3), the fit resumes on the workers left: shards
+    are placed again, a new actor starts from the checkpoint, and the interrupted pass
+    is run again; its updates before the failure are discarded and reported.
+
+    Parameters
+    ----------
+    handle : ClusterHandle
+    X : scipy.sparse.csr_matrix or dask.array.Array
+    lam0 : ndarray of float64, shape (V, K)
+    cfg : DPSVIConfig
+    first_step : int
+        ``t`` of the first SVI step.
+    start_pass : int
+        Passes already done (non-zero when resuming from a checkpoint file).
+    n_passes : int
+        Total passes wanted (``max_iter``), counting ``start_pass``.
+    warmup_updates : int
+        Synchronous warm-up updates counted from the model's first update.
+    evaluate_every, perp_tol, entropy, max_staleness, compute_train_bound, progress
+        As in :func:`_run_passes`.
+    on_checkpoint : callable or None
+    max_recoveries : int
+        Lost-worker recoveries allowed before giving up.
+
+    Returns
+    -------
+    result : DPSVIResult
+    events : list of dict
+        One record per recovery.
+    """
+    ckpt = _Checkpoint(lam=lam0, raw=raw0, step=first_step, passes_done=start_pass,
+                       counts={},
+                       histogram=np.zeros(0, dtype=np.int64), history=[])
+    events: list[dict[str, Any]] = []
+    while True:
+        try:
+            try:
+                shards, n_rows = place_shards(handle, X, cfg.batch_size)
+            except WorkerLostError:
+                raise
+            except Exception as exc:  # a scatter to a worker that just died, ...
+                lost = _lost_workers(handle.client, [s.address for s in handle.slots])
+                if lost:
+                    raise WorkerLostError(lost) from exc
+                raise
+            n_warm = max(0, warmup_updates - (ckpt.step - 1))
+            warmup = warmup_schedule(n_rows, cfg.batch_size, n_warm)
+            with distributed.span("dpsvi-fit"):
+                result = _run_passes(
+                    handle, shards, ckpt, cfg, warmup=warmup, n_passes=n_passes,
+                    evaluate_every=evaluate_every, perp_tol=perp_tol, entropy=entropy,
+                    max_staleness=max_staleness,
+                    compute_train_bound=compute_train_bound, progress=progress,
+                    on_checkpoint=on_checkpoint)
+            return result, events
+        except WorkerLostError as exc:
+            if len(events) >= max_recoveries:
+                raise
+            survivors = [s for s in handle.slots if s.address not in exc.addresses]
+            if not survivors:
+                raise RuntimeError("every worker of the fit was lost; nothing left to "
+                                   "continue on") from exc
+            logger.warning("dask-dpsgd: %s; resuming from pass %d on %d worker(s)",
+                           exc, ckpt.passes_done, len(survivors))
+            events.append({"event": "worker_lost", "workers": exc.addresses,
+                           "resumed_from_pass": ckpt.passes_done,
+                           "resumed_at_update": ckpt.step - first_step,
+                           "workers_left": len(survivors),
+                           "time": time.time()})
+            handle = ClusterHandle(handle.client, handle.owned, tuple(survivors),
+                                   handle.dashboard_link)
+
+
+def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
+                cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
+                evaluate_every: int, perp_tol: float, entropy: int,
+                max_staleness: int | None, compute_train_bound: bool,
+                progress: Any = None, on_checkpoint: Any = None) -> DPSVIResult:
+    """Passes ``ckpt.passes_done .. n_passes - 1`` on the placed shards.
 
     Parameters
     ----------
     handle : ClusterHandle
     shards : list of distributed.Future
-        One CSR shard per worker (:func:`place_shards`).
-    warmup : list of tuple of int
-        Each worker's warm-up positions in the first pass (:func:`warmup_schedule`).
-    lam0 : ndarray of float64, shape (V, K)
-        Initial ``lambda`` (word-major).
+        One shard per worker (:func:`place_shards`).
+    ckpt : _Checkpoint
+        Where to start; updated in place after every pass.
     cfg : DPSVIConfig
-    first_step : int
-        ``t`` of the first SVI step (``n_batch_iter_``).
+    warmup : list of tuple of int
+        Each worker's warm-up positions in the first pass run here.
     n_passes : int
-        Passes over the corpus (``max_iter``).
+        Total passes (absolute).
     evaluate_every : int
         Evaluate the training perplexity every this many passes (<= 0: never) and stop
         when it changes by less than ``perp_tol``.
     perp_tol : float
     entropy : int
-        Seed of the ``SeedSequence`` from which every (pass, worker) stream is spawned.
+        Root seed: pass ``p``, worker ``w`` draws from ``SeedSequence(entropy,
+        spawn_key=(p, w))``, so a resumed fit repeats an uninterrupted one's streams.
     max_staleness : int or None
-        Server-side staleness bound.
     compute_train_bound : bool
         Evaluate the training perplexity after the last pass (scikit-learn's ``bound_``).
-    progress : callable or None
-        Called with each pass's history record.
+    progress, on_checkpoint : callable or None
 
     Returns
     -------
@@ -375,59 +521,84 @@ def _run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
     client = handle.client
     token = uuid.uuid4().hex[:8]
     slots = handle.slots
+    addresses = [s.address for s in slots]
+    first_step = ckpt.step
     server_future = client.submit(
         ParameterServer, "svi",
-        {"lam": lam0, "eta": cfg.topic_word_prior,
+        {"lam": ckpt.lam, "eta": cfg.topic_word_prior,
          "learning_offset": cfg.learning_offset, "learning_decay": cfg.learning_decay,
-         "total_samples": cfg.total_samples, "first_step": first_step},
+         "total_samples": cfg.total_samples, "first_step": first_step,
+         "raw": ckpt.raw},
         max_staleness, actor=True, workers=[slots[0].address],
         allow_other_workers=False, key=f"dpsvi-server-{token}")
     server = server_future.result()
-    seeds = np.random.SeedSequence(entropy)
-    history: list[dict[str, Any]] = []
-    sent = 0
     last_perp = None
-    n_done = 0
     t_start = time.perf_counter()
+    base_counts = dict(ckpt.counts or {})
+    base_hist = ckpt.histogram if ckpt.histogram is not None else np.zeros(0, np.int64)
+
+    def totals(stats: dict[str, Any], hist: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        counts = {k: base_counts.get(k, 0) + stats[k] for k in _COUNTERS}
+        counts["staleness_max"] = max(base_counts.get("staleness_max", 0),
+                                      stats["staleness_max"])
+        n = max(len(hist), len(base_hist))
+        merged = np.zeros(n, dtype=np.int64)
+        merged[:len(hist)] += hist
+        merged[:len(base_hist)] += base_hist
+        return counts, merged
+
     try:
-        for p in range(n_passes):
-            pass_seeds = seeds.spawn(len(slots))
+        for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
             futures = [
                 client.submit(_pass_task, server, shards[w], w, s.threads, cfg,
-                              pass_seeds[w], warmup[w] if p == 0 else (),
+                              np.random.SeedSequence(entropy, spawn_key=(p, w)),
+                              warmup[w] if p == ckpt.passes_done else (), token,
                               key=f"dpsvi-pass-{p}-w{w}-{token}",
                               workers=[s.address], allow_other_workers=False,
                               pure=False)
                 for w, s in enumerate(slots)
             ]
-            results = _gather_round(futures)
-            n_done += 1
+            results = _gather_round(futures, addresses)
             elapsed = time.perf_counter() - t0
-            sent += sum(r["pushes_sent"] for r in results)
             stats = server.stats().result()
+            hist = server.staleness_histogram().result()
+            version, snap = server.snapshot().result()
+            counts, merged = totals(stats, np.trim_zeros(hist, "b"))
             docs = sum(r["docs"] for r in results)
+            n_applied = counts["n_applied"]
             record: dict[str, Any] = {
-                "pass": n_done,
+                "pass": p + 1,
                 "time/elapsed_s": time.perf_counter() - t_start,
                 "time/pass_s": elapsed,
                 "time/docs_per_s": docs / elapsed if elapsed > 0 else float("nan"),
                 "time/compute_s": sum(r["compute_s"] for r in results),
                 "time/wait_s": sum(r["wait_s"] for r in results),
-                "train/updates": stats["n_applied"],
-                "train/staleness_mean": stats["staleness_mean"],
-                "train/staleness_max": stats["staleness_max"],
-                "comm/bytes_pushed": stats["bytes_pushed"],
-                "comm/bytes_pulled": stats["bytes_pulled"],
+                "train/updates": n_applied,
+                "train/staleness_mean": (float((np.arange(len(merged)) * merged).sum())
+                                         / n_applied if n_applied else 0.0),
+                "train/staleness_max": counts["staleness_max"],
+                "comm/bytes_pushed": counts["bytes_pushed"],
+                "comm/bytes_pulled": counts["bytes_pulled"],
             }
             stop = False
-            if evaluate_every > 0 and n_done % evaluate_every == 0:
+            if evaluate_every > 0 and (p + 1) % evaluate_every == 0:
                 perp = _train_perplexity(handle, server, shards, cfg, token, f"e{p}")
                 record["train/perplexity"] = perp
                 if last_perp is not None and abs(last_perp - perp) < perp_tol:
                     stop = True
                 last_perp = perp
-            history.append(record)
+            # The pass is complete: it is what a recovery restarts from.
+            ckpt.lam = snap["lambda"]
+            ckpt.raw = snap["raw"]
+            ckpt.step = first_step + version
+            ckpt.passes_done = p + 1
+            ckpt.pushes_sent += sum(r["pushes_sent"] for r in results)
+            ckpt.counts = counts
+            ckpt.histogram = merged
+            ckpt.history.append(record)
+            if on_checkpoint is not None:
+                on_checkpoint(ckpt.lam, ckpt.raw, ckpt.step, ckpt.passes_done)
             if progress is not None:
                 progress(record)
             if stop:
@@ -436,25 +607,34 @@ def _run_dpsvi(handle: ClusterHandle, shards: list[Any], lam0: np.ndarray,
         if compute_train_bound:
             train_perp = _train_perplexity(handle, server, shards, cfg, token, "final")
         stats = server.stats().result()
-        hist = server.staleness_histogram().result()
+        hist = np.trim_zeros(server.staleness_histogram().result(), "b")
         version, snap = server.snapshot().result()
+    except Exception as exc:
+        # The actor's worker may be the one that died: its callers see OSError,
+        # CancelledError or "Worker holding Actor was lost". Report it as the loss it is.
+        if isinstance(exc, WorkerLostError):
+            raise
+        lost = _lost_workers(client, addresses)
+        if lost:
+            raise WorkerLostError(lost) from exc
+        raise
     finally:
+        # Release the segment's tasks on live workers; close the server if its worker
+        # lives (calls to a dead one wait for distributed's connect timeouts).
+        gone = set(_lost_workers(client, addresses))
+        abort_segment(client, [a for a in addresses if a not in gone], token)
+        if slots[0].address not in gone:
+            _close_server(server)
         client.cancel([server_future])
         del server
+    counts, merged = totals(stats, hist)
+    stats = {**stats, **counts,
+             "staleness_mean": (float((np.arange(len(merged)) * merged).sum())
+                                / counts["n_applied"] if counts["n_applied"] else 0.0)}
     return DPSVIResult(
-        lam=snap["lambda"], n_updates=version, n_passes=n_done, history=history,
-        stats=stats, staleness_histogram=hist, train_perplexity=train_perp,
-        pushes_sent=sent)
-
-
-def run_dpsvi(handle: ClusterHandle, *args: Any, **kwargs: Any) -> DPSVIResult:
-    """Train ``lambda`` by DPSVI; parameters as :func:`_run_dpsvi`.
-
-    Every task of the fit (parameter server, passes, bounds) belongs to one Dask span,
-    ``dpsvi-fit``, so the dashboard groups them and reports their metrics together.
-    """
-    with distributed.span("dpsvi-fit"):
-        return _run_dpsvi(handle, *args, **kwargs)
+        lam=snap["lambda"], n_batch_iter=first_step + version, n_passes=ckpt.passes_done,
+        history=list(ckpt.history), stats=stats, staleness_histogram=merged,
+        train_perplexity=train_perp, pushes_sent=ckpt.pushes_sent)
 
 
 def _train_perplexity(handle: ClusterHandle, server: Any, shards: list[Any],
@@ -467,7 +647,7 @@ def _train_perplexity(handle: ClusterHandle, server: Any, shards: list[Any],
                       allow_other_workers=False, pure=False)
         for w, s in enumerate(handle.slots)
     ]
-    parts = _gather_round(futures)
+    parts = _gather_round(futures, [s.address for s in handle.slots])
     _, snap = server.snapshot().result()
     score = sum(p[0] for p in parts) + lda.topic_word_bound(snap["lambda"],
                                                              cfg.topic_word_prior)

@@ -36,6 +36,7 @@ from dask_dpsgd._kernels import a2c, nn
 from dask_dpsgd._orchestration.cluster import ClusterHandle
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
 from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._orchestration.pusher import close_server as _close_server
 from dask_dpsgd._server.actor import ParameterServer
 
 
@@ -366,6 +367,7 @@ def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         hist = server.staleness_histogram().result()
         _, snap = server.snapshot().result()
     finally:
+        _close_server(server)
         client.cancel([server_future])
         del server
     return HSA2CResult(

@@ -11,7 +11,34 @@ the workers throttles them (backpressure) instead of queueing without bound.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+# Seconds between checks of the abort flag while a worker waits on the server.
+POLL_SECONDS = 0.25
+
+
+class FitAbandoned(RuntimeError):
+    """The driver abandoned this fit's server (recovery from a lost worker, or the end)."""
+
+
+def await_reply(future: Any, aborted: Callable[[], bool] | None = None) -> Any:
+    """``future.result()``, but give up as soon as ``aborted()`` turns true.
+
+    A call to an actor whose worker died can hang for the comm timeouts (tens of
+    seconds) while distributed retries the connection; the worker thread would stay
+    blocked, and with one Dask thread per worker the recovered fit could not run there.
+    Polling lets the driver release it (see ``dpsvi.abort_segment``).
+    """
+    if aborted is None:
+        return future.result()
+    while True:
+        if aborted():
+            raise FitAbandoned("the fit abandoned this parameter server")
+        try:
+            return future.result(timeout=POLL_SECONDS)
+        except TimeoutError:
+            continue
 
 
 class Pusher:
@@ -28,6 +55,9 @@ class Pusher:
         exact SVI/SGD sequence when there is one worker). 1: compute the next step while
         the previous push is in flight; the parameters used are then one own update
         behind (pipelining).
+    aborted : callable or None
+        Polled while waiting for a reply; when it returns true the wait raises
+        :class:`FitAbandoned`.
 
     Attributes
     ----------
@@ -37,10 +67,12 @@ class Pusher:
         Time spent blocked on replies.
     """
 
-    def __init__(self, server: Any, worker: int, lag: int) -> None:
+    def __init__(self, server: Any, worker: int, lag: int,
+                 aborted: Callable[[], bool] | None = None) -> None:
         if lag not in (0, 1):
             raise ValueError(f"lag must be 0 or 1, got {lag!r}")
         self.server = server
+        self.aborted = aborted
         self.worker = worker
         self.lag = lag
         self._inflight: Any = None
@@ -53,7 +85,7 @@ class Pusher:
         if self._inflight is None:
             return None
         t = time.perf_counter()
-        reply = self._inflight.result()
+        reply = await_reply(self._inflight, self.aborted)
         self.wait_seconds += time.perf_counter() - t
         self._inflight = None
         if reply[0]:
@@ -85,3 +117,14 @@ class Pusher:
     def flush(self) -> Any:
         """Wait for the call in flight; returns its reply (or ``None``)."""
         return self._collect()
+
+
+def close_server(server: Any, timeout: float = 5.0) -> None:
+    """Close a parameter-server actor, waking any worker blocked on it; never raises.
+
+    Its worker may already be gone (that may be why the fit is closing it).
+    """
+    try:
+        server.close().result(timeout=timeout)
+    except Exception:  # noqa: BLE001 - best effort on a server being abandoned
+        pass

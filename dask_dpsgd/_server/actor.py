@@ -36,6 +36,21 @@ class ParameterServer:
                  max_staleness: int | None = None) -> None:
         self.state = ServerState(RULES[rule](**rule_kwargs), max_staleness=max_staleness)
         self._received: asyncio.Condition | None = None
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this parameter server was closed (its fit ended or is "
+                               "recovering from a lost worker)")
+
+    async def close(self) -> None:
+        """Refuse further pushes and wake every worker waiting in :meth:`pull_after`.
+
+        Called when a fit abandons this server (end, or recovery from a lost worker), so
+        no worker thread stays blocked on it.
+        """
+        self._closed = True
+        await self._notify()
 
     def _condition(self) -> asyncio.Condition:
         # Created on first use, inside the worker's event loop that runs these methods.
@@ -50,6 +65,7 @@ class ParameterServer:
 
     async def push(self, delta: Any, base_version: int, worker: int) -> tuple[bool, int]:
         """Apply (or reject) one update; returns ``(applied, version)``."""
+        self._check_open()
         outcome = self.state.push(delta, base_version, worker)
         await self._notify()
         return outcome.applied, outcome.version
@@ -66,6 +82,7 @@ class ParameterServer:
         payload : object
             The rule's answer to ``request``.
         """
+        self._check_open()
         outcome = self.state.push(delta, base_version, worker)
         version, payload = self.state.pull(request)
         await self._notify()
@@ -81,7 +98,9 @@ class ParameterServer:
         """
         cond = self._condition()
         async with cond:
-            await cond.wait_for(lambda: self.state.n_received >= n_received)
+            await cond.wait_for(
+                lambda: self._closed or self.state.n_received >= n_received)
+        self._check_open()
         return self.state.pull(request)
 
     async def pull(self, request: Any = None) -> tuple[int, Any]:

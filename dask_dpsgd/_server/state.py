@@ -210,17 +210,25 @@ class SVIRule:
     RESCALE_BELOW = 1e-6
 
     def __init__(self, lam: np.ndarray, eta: float, learning_offset: float,
-                 learning_decay: float, total_samples: float, first_step: int = 1) -> None:
-        lam = np.array(lam, dtype=np.float64, order="C")  # own copy
+                 learning_decay: float, total_samples: float, first_step: int = 1,
+                 raw: dict[str, np.ndarray] | None = None) -> None:
         self.eta = float(eta)
         self.learning_offset = float(learning_offset)
         self.learning_decay = float(learning_decay)
         self.total_samples = float(total_samples)
         self.first_step = int(first_step)
-        self.M = lam - self.eta
-        self.scale = 1.0
-        self.M_rowsum = self.M.sum(axis=0)
-        self.n_features = lam.shape[0]
+        if raw is not None:
+            # Exact restart from another server's internal state (a checkpoint), so a
+            # resumed fit repeats an uninterrupted one bit for bit.
+            self.M = np.array(raw["M"], dtype=np.float64, order="C")
+            self.scale = float(raw["scale"])
+            self.M_rowsum = np.array(raw["M_rowsum"], dtype=np.float64)
+        else:
+            lam = np.asarray(lam, dtype=np.float64)
+            self.M = np.ascontiguousarray(lam - self.eta)  # own copy
+            self.scale = 1.0
+            self.M_rowsum = self.M.sum(axis=0)
+        self.n_features = self.M.shape[0]
 
     def rho(self, step: int) -> float:
         """Step size ``rho_t`` for the ``step``-th applied update (0-based)."""
@@ -259,8 +267,10 @@ class SVIRule:
         return lam_rows, rowsums
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """The dense ``lambda`` (word-major)."""
-        return {"lambda": self.eta + self.scale * self.M}
+        """The dense ``lambda`` (word-major) and the internal state (``raw``)."""
+        return {"lambda": self.eta + self.scale * self.M,
+                "raw": {"M": self.M.copy(), "scale": np.array(self.scale),
+                        "M_rowsum": self.M_rowsum.copy()}}
 
     def nbytes(self, obj: Any) -> int:
         """Bytes of arrays in an update or payload."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -21,17 +22,10 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import resolve_cluster
-from dask_dpsgd._orchestration.dpsvi import (
-    DPSVIConfig,
-    place_shards,
-    run_dpsvi,
-    warmup_schedule,
-)
+from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
+from dask_dpsgd._utils._checkpoint import load_checkpoint, save_checkpoint
 from dask_dpsgd._utils._validation import check_counts
-
-
-class StaleUpdatesWarning(UserWarning):
-    """Some pushes were rejected because they were staler than ``max_staleness``."""
+from dask_dpsgd.exceptions import StaleUpdatesWarning, WorkerLostWarning
 
 
 def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
@@ -119,6 +113,12 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     max_staleness : int, default=None
         Reject pushes computed on parameters more than this many updates old (counted in
         ``n_updates_rejected_`` and warned about). ``None`` accepts all.
+    checkpoint_path : str or path-like, default=None
+        Write a checkpoint after every pass of :meth:`fit` to this ``.npz`` file (plain
+        arrays, read back without pickle). If the file exists when ``fit`` starts, the
+        fit resumes from it (the passes it records are not repeated), which reproduces
+        an uninterrupted run exactly with one worker and one thread. The parameters and
+        the data shape must match the checkpoint's, else ``fit`` refuses it.
     warmup_updates : int, default=10
         Synchronous warm-up: the first ``warmup_updates`` updates of a model are computed
         one after the other (round-robin over the workers, staleness 0), then the workers
@@ -158,6 +158,9 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         update was computed from).
     staleness_histogram_ : ndarray of int
         Applied updates per staleness value.
+    recovery_events_ : list of dict
+        One record per lost worker the fit survived: the workers lost, the pass it
+        resumed from, the workers left (see Notes).
     history_ : list of dict
         One record per pass: ``time/docs_per_s``, ``train/staleness_mean``,
         ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
@@ -172,6 +175,14 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     ``random_state`` whatever ``threads_per_worker`` (per-thread sufficient-statistic
     slabs make the E-step race-free); with several workers, the arrival order of pushes
     varies and results are statistically, not bitwise, reproducible.
+
+    Fault tolerance: after every pass the driver keeps ``lambda`` in memory. If a worker
+    leaves the cluster during a pass (killed, pre-empted, out of walltime), including
+    the one holding the parameter-server actor, which Dask does not restart, the fit
+    continues on the workers left: their shards are placed again, a new server starts
+    from the last pass and the interrupted pass is run again (its partial updates are
+    discarded). Up to 3 recoveries per fit; each is logged, warned about and recorded in
+    ``recovery_events_``.
 
     The embedded cluster has ``max(1, cores // 4)`` worker processes of
     ``cores / n_workers`` numba threads each unless ``n_workers`` /
@@ -218,6 +229,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         "prefetch": ["boolean"],
         "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
         "warmup_updates": [Interval(Integral, 0, None, closed="left")],
+        "checkpoint_path": [None, str, os.PathLike],
     }
 
     def __init__(self, n_components=10, *, doc_topic_prior=None, topic_word_prior=None,
@@ -226,7 +238,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                  perp_tol=1e-1, mean_change_tol=1e-3, max_doc_update_iter=100,
                  n_jobs=None, verbose=0, random_state=None, n_workers=None,
                  threads_per_worker=None, prefetch=False, max_staleness=None,
-                 warmup_updates=10):
+                 warmup_updates=10, checkpoint_path=None):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
         self.topic_word_prior = topic_word_prior
@@ -248,6 +260,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         self.prefetch = prefetch
         self.max_staleness = max_staleness
         self.warmup_updates = warmup_updates
+        self.checkpoint_path = checkpoint_path
 
     # ------------------------------------------------------------------ helpers
     def __sklearn_tags__(self):
@@ -278,9 +291,6 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         from dask_dpsgd._orchestration.cluster import machine_cores
 
         return self.n_jobs if self.n_jobs > 0 else max(1, machine_cores() + 1 + self.n_jobs)
-
-    def _warmup_updates(self) -> int:
-        return int(self.warmup_updates)
 
     def _check_X(self, X: Any, *, reset: bool, whom: str) -> Any:
         """Validated float64 CSR counts (or a Dask array checked on its workers)."""
@@ -340,12 +350,15 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
             mean_change_tol=float(self.mean_change_tol), lag=1 if self.prefetch else 0)
 
     def _train(self, X: Any, *, total_samples: float, n_passes: int,
-               evaluate_every: int, compute_bound: bool) -> None:
+               evaluate_every: int, compute_bound: bool, start_pass: int = 0,
+               entropy: int | None = None, on_checkpoint: Any = None,
+               raw0: dict[str, np.ndarray] | None = None) -> None:
         """Run DPSVI from the current ``components_`` and record the outcome."""
         from tqdm.auto import tqdm
 
         cfg = self._config(total_samples)
-        entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
+        if entropy is None:
+            entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
         bar = None
         with resolve_cluster(self.n_workers, self._threads(),
                              verbose=self.verbose) as handle:
@@ -364,17 +377,15 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                     bar.update(1)
 
             try:
-                shards, n_rows = place_shards(handle, X, self.batch_size)
-                # Warm-up counts from the very first update of the model: partial_fit
-                # calls after it run fully asynchronously.
-                n_warmup = max(0, self._warmup_updates() - (self.n_batch_iter_ - 1))
-                warmup = warmup_schedule(n_rows, self.batch_size, n_warmup)
-                result = run_dpsvi(
-                    handle, shards, np.ascontiguousarray(self.components_.T), cfg,
-                    warmup=warmup, first_step=self.n_batch_iter_, n_passes=n_passes,
+                result, events = fit_dpsvi(
+                    handle, X, np.ascontiguousarray(self.components_.T), cfg,
+                    first_step=self.n_batch_iter_, start_pass=start_pass,
+                    n_passes=start_pass + n_passes,
+                    warmup_updates=int(self.warmup_updates),
                     evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
                     entropy=entropy, max_staleness=self.max_staleness,
-                    compute_train_bound=compute_bound, progress=progress)
+                    compute_train_bound=compute_bound, progress=progress,
+                    on_checkpoint=on_checkpoint, raw0=raw0)
             finally:
                 if bar is not None:
                     bar.close()
@@ -382,8 +393,15 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
             self.threads_per_worker_ = [s.threads for s in handle.slots]
         self.components_ = np.ascontiguousarray(result.lam.T)
         self._update_exp_dirichlet()
-        self.n_batch_iter_ += result.n_updates
-        self.n_iter_ += result.n_passes
+        self.n_batch_iter_ = result.n_batch_iter
+        self.n_iter_ += result.n_passes - start_pass
+        self.recovery_events_ = events
+        if events:
+            lost = [a for e in events for a in e["workers"]]
+            warnings.warn(
+                f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
+                f"resumed {len(events)} time(s) from the last completed pass on the "
+                "workers left (see recovery_events_)", WorkerLostWarning, stacklevel=3)
         stats = result.stats
         rejected = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
         self.n_pushes_sent_ = result.pushes_sent
@@ -437,9 +455,68 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         if sp.issparse(X):
             check_counts(X, whom)
         self._init_latent_vars(X.shape[1])
-        self._train(X, total_samples=X.shape[0], n_passes=self.max_iter,
-                    evaluate_every=self.evaluate_every, compute_bound=True)
+        start_pass, entropy, on_checkpoint, raw0 = 0, None, None, None
+        if self.checkpoint_path is not None:
+            fingerprint = self._fingerprint(X.shape)
+            if os.path.exists(self.checkpoint_path):
+                start_pass, entropy, raw0 = self._resume(fingerprint)
+            else:
+                entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
+            on_checkpoint = self._checkpoint_writer(fingerprint, entropy)
+        self._train(X, total_samples=X.shape[0],
+                    n_passes=max(0, self.max_iter - start_pass),
+                    evaluate_every=self.evaluate_every, compute_bound=True,
+                    start_pass=start_pass, entropy=entropy, on_checkpoint=on_checkpoint,
+                    raw0=raw0)
         return self
+
+    def _fingerprint(self, shape: tuple[int, int]) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed by this fit."""
+        return {"n_samples": int(shape[0]), "n_features": int(shape[1]),
+                **{k: v for k, v in self.get_params().items()
+                   if k in ("n_components", "doc_topic_prior", "topic_word_prior",
+                            "learning_decay", "learning_offset", "batch_size",
+                            "mean_change_tol", "max_doc_update_iter")}}
+
+    def _resume(self, fingerprint: dict[str, Any]
+                ) -> tuple[int, int, dict[str, np.ndarray]]:
+        arrays, meta = load_checkpoint(self.checkpoint_path)
+        theirs = meta.get("fingerprint", {})
+        diff = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
+        if diff or "components" not in arrays:
+            raise ValueError(
+                f"checkpoint {self.checkpoint_path} was written for a different fit "
+                f"({', '.join(f'{k}: {theirs.get(k)!r} there, {fingerprint[k]!r} here' for k in diff) or 'no components'}); "
+                "delete it or point checkpoint_path elsewhere")
+        lam = np.asarray(arrays["components"], dtype=np.float64)
+        if lam.shape != self.components_.shape or not np.isfinite(lam).all() or (
+                lam <= 0).any():
+            raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid topics "
+                             f"(shape {lam.shape}, expected {self.components_.shape}, "
+                             "positive and finite)")
+        self.components_ = lam
+        self._update_exp_dirichlet()
+        self.n_batch_iter_ = int(meta["n_batch_iter"])
+        self.n_iter_ = int(meta["passes_done"])
+        raw = {k[4:]: arrays[k] for k in ("raw_M", "raw_scale", "raw_M_rowsum")
+               if k in arrays}
+        if len(raw) != 3 or raw["M"].shape != lam.T.shape:
+            raise ValueError(f"checkpoint {self.checkpoint_path} lacks the parameter "
+                             "server's state (raw_M, raw_scale, raw_M_rowsum)")
+        return int(meta["passes_done"]), int(meta["entropy"]), raw
+
+    def _checkpoint_writer(self, fingerprint: dict[str, Any], entropy: int) -> Any:
+        path = self.checkpoint_path
+
+        def write(lam_wm: np.ndarray, raw: dict[str, np.ndarray], step: int,
+                  passes_done: int) -> None:
+            save_checkpoint(path, {"components": np.ascontiguousarray(lam_wm.T),
+                                   **{f"raw_{k}": v for k, v in raw.items()}},
+                            {"fingerprint": fingerprint, "n_batch_iter": int(step),
+                             "passes_done": int(passes_done), "entropy": int(entropy),
+                             "format": "dask-dpsgd-lda-checkpoint-1"})
+
+        return write
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):

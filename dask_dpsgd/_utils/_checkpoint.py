@@ -1,0 +1,53 @@
+"""Checkpoint files: plain arrays in ``.npz``, written atomically, read without pickle.
+
+A checkpoint from an untrusted source cannot run code: it is read with
+``numpy.load(allow_pickle=False)``, which refuses object arrays, and its metadata is
+JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray],
+                    meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and JSON ``meta`` to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray],
+                                                      dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    ValueError
+        When the file is not such a checkpoint (naming the file and the problem).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable dask-dpsgd checkpoint: {exc}") from exc
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path} is not a dask-dpsgd checkpoint (no metadata)")
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: checkpoint metadata is not valid JSON") from exc
+    return arrays, meta
