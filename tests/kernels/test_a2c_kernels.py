@@ -10,6 +10,9 @@ from __future__ import annotations
 import ast
 import math
 import pickle
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,17 @@ def _kernel_grad(fn, layout, lay, theta, obs, actions, adv, ret, n_chunks=2):
         theta, lay, obs, actions, adv, ret, ENT_COEF, VF_COEF, grad, losses, slabs, work
     )
     return loss, grad, losses
+
+
+def _naive_loss(layout, obs, actions, adv, ret):
+    """The reference loss as a function of ``theta`` alone (for finite differences)."""
+
+    def loss(theta):
+        return naive.a2c_loss(theta, layout, obs, actions, adv, ret, ENT_COEF, VF_COEF)[
+            0
+        ]
+
+    return loss
 
 
 CASES = [(c, a) for c in (False, True) for a in ("tanh", "relu")]
@@ -127,10 +141,7 @@ def test_linear_heads_without_hidden_layers():
         nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
     )
     fd = naive.finite_difference_grad(
-        lambda t: naive.a2c_loss(t, layout, obs, actions, adv, ret, ENT_COEF, VF_COEF)[
-            0
-        ],
-        theta,
+        _naive_loss(layout, obs, actions, adv, ret), theta
     )
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-8)
 
@@ -161,10 +172,7 @@ def test_gradient_matches_finite_differences(continuous, activation, parallel):
     np.testing.assert_allclose(loss, ref[0], rtol=1e-12)
     np.testing.assert_allclose(losses, ref[1:], rtol=1e-12, atol=1e-15)
     fd = naive.finite_difference_grad(
-        lambda t: naive.a2c_loss(t, layout, obs, actions, adv, ret, ENT_COEF, VF_COEF)[
-            0
-        ],
-        theta,
+        _naive_loss(layout, obs, actions, adv, ret), theta
     )
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-8)
     # Not vacuous: every layer receives gradient.
@@ -186,6 +194,37 @@ def test_serial_equals_parallel(continuous, activation):
     _, g1, _ = _kernel_grad(nn.a2c_loss_grad, *args, n_chunks=1)
     _, g5, _ = _kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=5)
     np.testing.assert_allclose(g5, g1, rtol=1e-12, atol=1e-15)
+
+
+def test_parallel_variant_is_really_parallel():
+    # Regression: numba's cache does not key entries on parallel=True, so a serial and
+    # a parallel dispatcher of one function shared the serial code, and the threading
+    # layer was never started. A fresh process is needed (the layer is per process);
+    # nn.py is loaded on its own, under its real name so the warm cache is reused,
+    # so that nothing else in the package can start the layer.
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, numba, numpy as np
+        spec = importlib.util.spec_from_file_location(
+            "dask_dpsgd._kernels.nn", {nn.__file__!r})
+        nn = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(nn)
+        layout = nn.make_layout(4, 2, (8,), False)
+        lay = np.asarray(layout, np.int64)
+        theta = nn.init_params(layout, np.random.default_rng(0))
+        obs, act, v = np.zeros((10, 4)), np.zeros((10, 1)), np.zeros(10)
+        g, lo = np.empty_like(theta), np.empty(3)
+        slabs, work = nn.make_grad_workspace(layout, 2)
+        nn.a2c_loss_grad_parallel(theta, lay, obs, act, v, v, 0.0, 0.5, g, lo, slabs,
+                                  work)
+        print(numba.threading_layer())  # raises ValueError if no thread was started
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert nn.a2c_loss_grad_parallel.py_func is not nn.a2c_loss_grad.py_func
 
 
 def test_undecorated_kernel_runs_as_python():
