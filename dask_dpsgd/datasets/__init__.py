@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from dask_dpsgd.datasets._base import load_nips, load_uci_bow
+from dask_dpsgd.datasets._base import (
+    load_matrix_market,
+    load_nips,
+    load_text_folder,
+    load_uci_bow,
+)
 
-__all__ = ["load_nips", "load_uci_bow"]
+__all__ = ["load_matrix_market", "load_nips", "load_text_folder", "load_uci_bow"]

@@ -8,12 +8,16 @@ the vocabulary ``W`` and the number of non-zero entries ``NNZ``, followed by
 file is the word with id ``i``.
 
 :func:`load_uci_bow` reads any such pair of files, :func:`load_nips` returns the
-NIPS full-papers corpus bundled with this package.
+NIPS full-papers corpus bundled with this package.  :func:`load_matrix_market` reads
+a document-term count matrix in the Matrix Market format (documents are rows), and
+:func:`load_text_folder` counts the words of a folder of UTF-8 ``*.txt`` files with
+:class:`sklearn.feature_extraction.text.CountVectorizer`.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import pathlib
 from functools import lru_cache
 from importlib import resources
@@ -22,7 +26,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils import Bunch
 
-__all__ = ["load_nips", "load_uci_bow"]
+__all__ = ["load_matrix_market", "load_nips", "load_text_folder", "load_uci_bow"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIELDS = ("docID", "wordID", "count")
@@ -425,4 +429,225 @@ def load_nips(
         doc_ids=doc_ids,
         train_indices=train_indices,
         test_indices=test_indices,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Matrix Market count matrices
+# --------------------------------------------------------------------------- #
+def _first_bad_entry(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, bad: np.ndarray
+) -> str:
+    i = int(np.flatnonzero(bad)[0])
+    value = values[i].item()
+    return (
+        f"entry (row {int(rows[i]) + 1}, column {int(cols[i]) + 1}) is {value!r}"
+        f" ({int(np.count_nonzero(bad))} offending entries)"
+    )
+
+
+def load_matrix_market(
+    path: str | pathlib.Path, vocab: str | pathlib.Path | None = None
+) -> Bunch:
+    """Load a document-term count matrix stored in the Matrix Market format.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A Matrix Market file (``.mtx``), plain or gzip-compressed (detected from
+        the magic bytes), read with :func:`scipy.io.mmread`.  Row ``d`` is
+        document ``d``, column ``w`` is word ``w``; coordinate (sparse) and array
+        (dense) formats with an ``integer``, ``real`` or ``pattern`` field are
+        accepted (``pattern`` entries count 1).  Every value must be a
+        non-negative integer (``3.0`` is fine, ``2.5`` is not); duplicate
+        coordinates are summed.
+    vocab : str or path-like, optional
+        Vocabulary file (plain or gzip-compressed), one word per line, line ``i``
+        labelling column ``i``; it must have one line per column.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        Dictionary-like object with attributes
+
+        data : scipy.sparse.csr_matrix of shape (n_documents, n_words), dtype int64
+            Document-term counts, sorted column indices, no stored zeros.
+        feature_names : numpy.ndarray of str, shape (n_words,), or None
+            The word of each column (``None`` without ``vocab``).
+        filenames : None
+            There is one file for all documents (kept for the same keys as
+            :func:`load_text_folder`).
+
+    Raises
+    ------
+    ValueError
+        If the file is not valid Matrix Market, holds complex, non-finite,
+        negative or non-integer values, has no rows or no columns, or the
+        vocabulary has blank lines or a number of entries different from the
+        number of columns (both numbers are given).
+
+    Examples
+    --------
+    >>> corpus = load_matrix_market("counts.mtx", "vocab.txt")  # doctest: +SKIP
+    >>> corpus.data.shape
+    (1500, 12375)
+    """
+    import scipy.io
+
+    mm_path = pathlib.Path(path)
+    name = str(mm_path)
+    raw = _maybe_gunzip(mm_path.read_bytes(), name)
+    try:
+        n_rows, n_cols, _, fmt, field, _ = scipy.io.mminfo(io.BytesIO(raw))
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"{name}: not a valid Matrix Market file ({exc})") from exc
+    if field == "complex":
+        raise ValueError(
+            f"{name}: Matrix Market field is 'complex'; word counts must be "
+            f"non-negative integers (field 'integer', 'real' or 'pattern')"
+        )
+    if n_rows == 0 or n_cols == 0:
+        raise ValueError(
+            f"{name}: the matrix has shape ({n_rows}, {n_cols}); a corpus needs at "
+            f"least one document (row) and one word (column)"
+        )
+    try:
+        matrix = scipy.io.mmread(io.BytesIO(raw))
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        raise ValueError(
+            f"{name}: not a valid Matrix Market {fmt} file ({exc}); expected "
+            f"non-negative integer counts"
+        ) from exc
+    coo = scipy.sparse.coo_matrix(matrix)
+    rows, cols, values = coo.row, coo.col, np.asarray(coo.data)
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ValueError(
+            f"{name}: entries of dtype {values.dtype} are not real numbers; word "
+            f"counts must be non-negative integers"
+        )
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ValueError(
+                f"{name}: {_first_bad_entry(rows, cols, values, bad)}; counts must be "
+                f"finite"
+            )
+    bad = values < 0
+    if bad.any():
+        raise ValueError(
+            f"{name}: {_first_bad_entry(rows, cols, values, bad)}; counts must be "
+            f"non-negative"
+        )
+    if values.dtype.kind == "f":
+        bad = (values != np.floor(values)) | (values >= 2.0**63)
+        if bad.any():
+            raise ValueError(
+                f"{name}: {_first_bad_entry(rows, cols, values, bad)}; counts must be "
+                f"integers"
+            )
+    data = scipy.sparse.csr_matrix(
+        (values.astype(np.int64), (rows, cols)), shape=coo.shape, dtype=np.int64
+    )
+    data.sum_duplicates()
+    data.eliminate_zeros()
+    data.sort_indices()
+    words = None
+    if vocab is not None:
+        vocab_path = pathlib.Path(vocab)
+        words = _parse_vocab(vocab_path.read_bytes(), str(vocab_path))
+        if words.shape[0] != data.shape[1]:
+            raise ValueError(
+                f"{vocab_path}: vocabulary has {words.shape[0]} entries but {name} "
+                f"has {data.shape[1]} columns (one word per column)"
+            )
+    return Bunch(data=data, feature_names=words, filenames=None)
+
+
+# --------------------------------------------------------------------------- #
+# A folder of text files
+# --------------------------------------------------------------------------- #
+_FOLDER_RESERVED = ("input", "encoding", "decode_error")
+
+
+def load_text_folder(path: str | pathlib.Path, **count_vectorizer_kwargs) -> Bunch:
+    """Count the words of every ``*.txt`` file of a folder (one file, one document).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A directory.  Its ``*.txt`` files (not those of subdirectories), in sorted
+        order of name, are the documents; each must be valid UTF-8 (a byte-order
+        mark is allowed).
+    **count_vectorizer_kwargs
+        Passed to :class:`sklearn.feature_extraction.text.CountVectorizer`, e.g.
+        ``max_df=0.95, min_df=2, stop_words="english"``.  ``input``, ``encoding``
+        and ``decode_error`` are not accepted: the files are read here, as UTF-8.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        Dictionary-like object with attributes
+
+        data : scipy.sparse.csr_matrix of shape (n_files, n_words), dtype int64
+            Document-term counts; row ``i`` is ``filenames[i]``.
+        feature_names : numpy.ndarray of str, shape (n_words,)
+            The word of each column (``CountVectorizer.get_feature_names_out()``).
+        filenames : numpy.ndarray of str, shape (n_files,)
+            Path of the file of each row.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a directory or holds no ``*.txt`` file, a file is not
+        valid UTF-8 (the message names the file and the byte offset), a reserved
+        keyword is given, or CountVectorizer rejects the corpus or its parameters
+        (e.g. no word is left after ``min_df``/``max_df``/stop words); the message
+        names the folder.
+
+    Examples
+    --------
+    >>> corpus = load_text_folder("papers/", min_df=2)  # doctest: +SKIP
+    >>> corpus.data.shape, corpus.filenames[:1]
+    ((20, 431), array(['papers/001.txt'], dtype='<U14'))
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    folder = pathlib.Path(path)
+    reserved = [k for k in _FOLDER_RESERVED if k in count_vectorizer_kwargs]
+    if reserved:
+        raise ValueError(
+            f"load_text_folder reads the files itself, as UTF-8: "
+            f"{', '.join(reserved)} cannot be passed to CountVectorizer"
+        )
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a directory (expected a folder of .txt files)")
+    files = sorted(p for p in folder.glob("*.txt") if p.is_file())
+    if not files:
+        raise ValueError(
+            f"{folder}: no *.txt files in this folder (subfolders are not searched)"
+        )
+    docs = []
+    for file in files:
+        raw = file.read_bytes()
+        try:
+            docs.append(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{file}: not valid UTF-8 text (byte {exc.start}: "
+                f"{raw[exc.start : exc.start + 1]!r}); convert it to UTF-8 (e.g. "
+                f"iconv -t UTF-8) or move it out of {folder}"
+            ) from exc
+    vectorizer = CountVectorizer(**count_vectorizer_kwargs)
+    try:
+        counts = vectorizer.fit_transform(docs)
+    except ValueError as exc:
+        raise ValueError(
+            f"{folder} ({len(files)} .txt files): CountVectorizer failed: {exc}"
+        ) from exc
+    data = scipy.sparse.csr_matrix(counts, dtype=np.int64)
+    data.sort_indices()
+    return Bunch(
+        data=data,
+        feature_names=vectorizer.get_feature_names_out(),
+        filenames=np.array([str(f) for f in files]),
     )

@@ -10,7 +10,12 @@ import pytest
 import scipy.sparse
 from sklearn.utils import Bunch
 
-from dask_dpsgd.datasets import load_nips, load_uci_bow
+from dask_dpsgd.datasets import (
+    load_matrix_market,
+    load_nips,
+    load_text_folder,
+    load_uci_bow,
+)
 from dask_dpsgd.datasets._base import _load_nips_cached
 
 # Numbers from /work/shared/data/nips/README.md ("Counts" and "Split" sections).
@@ -428,3 +433,216 @@ def test_uci_bow_corrupt_gzip(tmp_path):
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match=r"trunc\.txt\.gz: corrupt gzip"):
         load_uci_bow(path)
+
+
+# --------------------------------------------------------------------------- #
+# load_matrix_market
+# --------------------------------------------------------------------------- #
+MM_HEADER = "%%MatrixMarket matrix coordinate integer general\n"
+
+
+def _mm(
+    path: pathlib.Path, body: str, *, header: str = MM_HEADER, compress: bool = False
+) -> pathlib.Path:
+    return _write(path, header + body, compress=compress)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_matrix_market_round_trips_a_corpus(tmp_path, compress):
+    import scipy.io
+
+    X = load_nips().data[:30]
+    X = X[:, np.flatnonzero(np.asarray(X.sum(axis=0)).ravel())]  # used words only
+    scipy.io.mmwrite(tmp_path / "c.mtx", X)
+    path = tmp_path / "c.mtx"
+    if compress:
+        path = _write(tmp_path / "c.mtx.gz", path.read_text(), compress=True)
+    bunch = load_matrix_market(path)
+    assert isinstance(bunch, Bunch)
+    assert isinstance(bunch.data, scipy.sparse.csr_matrix)
+    assert bunch.data.dtype == np.int64
+    assert bunch.data.has_sorted_indices
+    assert (bunch.data != X).nnz == 0
+    assert bunch.feature_names is None
+    assert bunch.filenames is None
+
+
+def test_matrix_market_vocab_labels_columns(tmp_path):
+    path = _mm(tmp_path / "c.mtx", "2 3 3\n1 1 2\n1 3 1\n2 2 5\n")
+    vocab = _write(tmp_path / "v.txt.gz", "alpha\nbeta\ngamma\n", compress=True)
+    bunch = load_matrix_market(path, vocab)
+    np.testing.assert_array_equal(bunch.feature_names, ["alpha", "beta", "gamma"])
+    np.testing.assert_array_equal(bunch.data.toarray(), [[2, 0, 1], [0, 5, 0]])
+
+
+@pytest.mark.parametrize("n_words", [2, 4])
+def test_matrix_market_vocab_length_mismatch_names_both_numbers(tmp_path, n_words):
+    path = _mm(tmp_path / "c.mtx", "2 3 3\n1 1 2\n1 3 1\n2 2 5\n")
+    vocab = _write(tmp_path / "v.txt", "w\n" * n_words, compress=False)
+    with pytest.raises(
+        ValueError,
+        match=rf"v\.txt: vocabulary has {n_words} entries but .*c\.mtx has 3 columns",
+    ):
+        load_matrix_market(path, vocab)
+
+
+def test_matrix_market_dense_pattern_real_and_duplicates(tmp_path):
+    dense = _mm(
+        tmp_path / "d.mtx",
+        "2 2\n1\n0\n3\n4\n",
+        header="%%MatrixMarket matrix array integer general\n",
+    )
+    np.testing.assert_array_equal(
+        load_matrix_market(dense).data.toarray(), [[1, 3], [0, 4]]
+    )
+    pattern = _mm(
+        tmp_path / "p.mtx",
+        "2 2 2\n1 2\n2 1\n",
+        header="%%MatrixMarket matrix coordinate pattern general\n",
+    )
+    np.testing.assert_array_equal(
+        load_matrix_market(pattern).data.toarray(), [[0, 1], [1, 0]]
+    )
+    real = _mm(
+        tmp_path / "r.mtx",
+        "1 2 2\n1 1 2.0\n1 2 0.0\n",
+        header="%%MatrixMarket matrix coordinate real general\n",
+    )
+    bunch = load_matrix_market(real)
+    assert bunch.data.dtype == np.int64
+    assert bunch.data.nnz == 1  # the stored zero is not kept
+    dup = _mm(tmp_path / "dup.mtx", "1 2 2\n1 1 2\n1 1 3\n")
+    np.testing.assert_array_equal(load_matrix_market(dup).data.toarray(), [[5, 0]])
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "match"),
+    [
+        (
+            MM_HEADER,
+            "2 3 2\n1 1 x\n2 2 3\n",
+            r"bad\.mtx: not a valid Matrix Market coordinate file \(Line 3",
+        ),
+        (
+            MM_HEADER,
+            "2 3 2\n1 1 -4\n2 2 3\n",
+            r"bad\.mtx: entry \(row 1, column 1\) is -4 .*non-negative",
+        ),
+        (
+            "%%MatrixMarket matrix coordinate real general\n",
+            "2 3 2\n1 1 1\n2 3 2.5\n",
+            r"entry \(row 2, column 3\) is 2\.5 .*counts must be integers",
+        ),
+        (
+            "%%MatrixMarket matrix coordinate real general\n",
+            "2 3 1\n2 1 nan\n",
+            r"entry \(row 2, column 1\) is nan .*finite",
+        ),
+        (
+            "%%MatrixMarket matrix coordinate complex general\n",
+            "2 3 1\n1 1 1 1\n",
+            r"field is 'complex'",
+        ),
+        (MM_HEADER, "0 3 0\n", r"shape \(0, 3\).*at least one document"),
+        ("docword\n", "2\n3\n0\n", r"bad\.mtx: not a valid Matrix Market file"),
+        (MM_HEADER, "2 3 2\n1 9 1\n2 2 3\n", r"bad\.mtx: not a valid Matrix Market"),
+    ],
+)
+def test_matrix_market_rejects_bad_content(tmp_path, header, body, match):
+    path = _mm(tmp_path / "bad.mtx", body, header=header)
+    with pytest.raises(ValueError, match=match):
+        load_matrix_market(path)
+
+
+# --------------------------------------------------------------------------- #
+# load_text_folder
+# --------------------------------------------------------------------------- #
+def _texts(folder: pathlib.Path, docs: dict[str, str]) -> pathlib.Path:
+    folder.mkdir(exist_ok=True)
+    for name, text in docs.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_text_folder_counts_words_of_each_file(tmp_path):
+    folder = _texts(
+        tmp_path / "docs",
+        {
+            "b.txt": "Spike trains of the cortex; spike timing.",
+            "a.txt": "The naïve kernel: kernel margin.",
+            "c.txt": "",
+            "notes.md": "ignored: not a .txt file",
+        },
+    )
+    (folder / "sub").mkdir()
+    (folder / "sub" / "d.txt").write_text("ignored subfolder", encoding="utf-8")
+    # A byte-order mark is allowed and is not part of the first word.
+    (folder / "e.txt").write_bytes("\ufeffkernel".encode("utf-8"))
+    bunch = load_text_folder(folder)
+    assert isinstance(bunch, Bunch)
+    assert [pathlib.Path(f).name for f in bunch.filenames] == [
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "e.txt",
+    ]
+    X = bunch.data
+    assert isinstance(X, scipy.sparse.csr_matrix)
+    assert X.dtype == np.int64
+    words = bunch.feature_names.tolist()
+    assert words == sorted(
+        [
+            "the",
+            "naïve",
+            "kernel",
+            "margin",
+            "spike",
+            "trains",
+            "of",
+            "cortex",
+            "timing",
+        ]
+    )
+    col = {w: i for i, w in enumerate(words)}
+    assert X[0, col["kernel"]] == 2
+    assert X[0, col["naïve"]] == 1
+    assert X[1, col["spike"]] == 2
+    assert X[1, col["kernel"]] == 0
+    assert X[2].nnz == 0  # the empty file is an empty document
+    assert X[3, col["kernel"]] == 1
+
+
+def test_text_folder_passes_count_vectorizer_options(tmp_path):
+    folder = _texts(
+        tmp_path / "docs",
+        {
+            "1.txt": "the neuron fires",
+            "2.txt": "the neuron rests",
+            "3.txt": "the kernel trick",
+        },
+    )
+    bunch = load_text_folder(folder, stop_words="english", min_df=2)
+    assert bunch.feature_names.tolist() == ["neuron"]
+    np.testing.assert_array_equal(bunch.data.toarray().ravel(), [1, 1, 0])
+
+
+def test_text_folder_names_the_file_that_is_not_utf8(tmp_path):
+    folder = _texts(tmp_path / "docs", {"good.txt": "plain words"})
+    (folder / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt: not valid UTF-8 .*byte 3"):
+        load_text_folder(folder)
+
+
+def test_text_folder_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no texts here")
+    with pytest.raises(ValueError, match=r"empty: no \*\.txt files"):
+        load_text_folder(empty)
+    with pytest.raises(ValueError, match=r"readme\.md: not a directory"):
+        load_text_folder(empty / "readme.md")
+    folder = _texts(tmp_path / "docs", {"1.txt": "the and of", "2.txt": "a the"})
+    with pytest.raises(ValueError, match=r"docs \(2 \.txt files\): CountVectorizer"):
+        load_text_folder(folder, stop_words="english")
+    with pytest.raises(ValueError, match="input, encoding cannot be passed"):
+        load_text_folder(folder, input="filename", encoding="latin-1")
