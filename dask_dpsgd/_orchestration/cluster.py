@@ -19,6 +19,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import distributed
 
@@ -221,3 +222,17 @@ def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
     except Exception:  # no dashboard (bokeh missing or disabled)
         link = None
     return ClusterHandle(client, owned, slots, link)
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of the fit left the cluster (killed, pre-empted, walltime) mid-round."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(f"Dask worker(s) lost during the fit: {', '.join(addresses)}")
+        self.addresses = addresses
+
+
+def lost_workers(client: Any, addresses: list[str]) -> list[str]:
+    """Which of ``addresses`` are no longer workers of the client's cluster."""
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    return [a for a in addresses if a not in alive]

@@ -34,7 +34,13 @@ import scipy.sparse as sp
 
 from dask_dpsgd._kernels import lda
 from dask_dpsgd._orchestration.cluster import ClusterHandle
-from dask_dpsgd._orchestration.pusher import Pusher, await_reply
+from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
+from dask_dpsgd._orchestration.pusher import (
+    Pusher,
+    abandoned,
+    abort_segment,
+    await_reply,
+)
 from dask_dpsgd._orchestration.pusher import close_server as _close_server
 from dask_dpsgd._server.actor import ParameterServer
 
@@ -125,23 +131,6 @@ def _minibatch_slices(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n_rows)) for s in range(0, n_rows, batch_size)]
 
 
-# Segments (one parameter server each) the driver abandoned, per worker process: their
-# tasks stop waiting on the dead server at once (see abort_segment).
-_ABANDONED: set[str] = set()
-
-
-def _abandon(token: str) -> None:
-    _ABANDONED.add(token)
-
-
-def abort_segment(client: Any, addresses: list[str], token: str) -> None:
-    """Tell the workers' still-running tasks of segment ``token`` to give up."""
-    try:
-        client.run(_abandon, token, workers=addresses, on_error="ignore")
-    except Exception:  # noqa: BLE001 - a worker may be gone between check and call
-        logger.debug("could not reach every worker to abandon %s", token)
-
-
 def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
                cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = (),
                token: str = "") -> dict[str, Any]:
@@ -158,7 +147,7 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     X, batches, words = shard.X, shard.batches, shard.words
 
     def aborted() -> bool:
-        return token in _ABANDONED
+        return abandoned(token)
 
     pusher = Pusher(server, worker, cfg.lag, aborted)
     # Parameters for upcoming minibatches, filled from push replies (module docstring).
@@ -334,19 +323,6 @@ def _n_rows(shard: Shard) -> int:
     return int(shard.X.shape[0])
 
 
-class WorkerLostError(RuntimeError):
-    """A worker of the fit left the cluster (killed, pre-empted, walltime) mid-round."""
-
-    def __init__(self, addresses: list[str]) -> None:
-        super().__init__(f"Dask worker(s) lost during the fit: {', '.join(addresses)}")
-        self.addresses = addresses
-
-
-def _lost_workers(client: Any, addresses: list[str]) -> list[str]:
-    alive = set(client.scheduler_info(n_workers=-1)["workers"])
-    return [a for a in addresses if a not in alive]
-
-
 def _gather_round(futures: list[Any], addresses: list[str] | None = None,
                   poll: float = 1.0) -> list[Any]:
     """Wait for one round of tasks; raise the first error at once, cancelling the rest.
@@ -369,7 +345,7 @@ def _gather_round(futures: list[Any], addresses: list[str] | None = None,
             # FuturesCancelledError): look at who is gone below.
             pass
         failed = [f for f in pending if f.status in ("error", "cancelled")]
-        lost = _lost_workers(client, addresses) if (failed or addresses) else []
+        lost = lost_workers(client, addresses) if (failed or addresses) else []
         if failed or lost:
             client.cancel([g for g in futures if g.status == "pending"])
             if lost:
@@ -451,7 +427,7 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
             except WorkerLostError:
                 raise
             except Exception as exc:  # a scatter to a worker that just died, ...
-                lost = _lost_workers(handle.client, [s.address for s in handle.slots])
+                lost = lost_workers(handle.client, [s.address for s in handle.slots])
                 if lost:
                     raise WorkerLostError(lost) from exc
                 raise
@@ -614,14 +590,14 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
         # CancelledError or "Worker holding Actor was lost". Report it as the loss it is.
         if isinstance(exc, WorkerLostError):
             raise
-        lost = _lost_workers(client, addresses)
+        lost = lost_workers(client, addresses)
         if lost:
             raise WorkerLostError(lost) from exc
         raise
     finally:
         # Release the segment's tasks on live workers; close the server if its worker
         # lives (calls to a dead one wait for distributed's connect timeouts).
-        gone = set(_lost_workers(client, addresses))
+        gone = set(lost_workers(client, addresses))
         abort_segment(client, [a for a in addresses if a not in gone], token)
         if slots[0].address not in gone:
             _close_server(server)

@@ -22,8 +22,10 @@ This module holds no arithmetic beyond bookkeeping: the kernels do the maths.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,9 +37,17 @@ import numpy as np
 from dask_dpsgd._kernels import a2c, nn
 from dask_dpsgd._orchestration.cluster import ClusterHandle
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
-from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
+from dask_dpsgd._orchestration.pusher import (
+    Pusher,
+    abandoned,
+    abort_segment,
+    await_reply,
+)
 from dask_dpsgd._orchestration.pusher import close_server as _close_server
 from dask_dpsgd._server.actor import ParameterServer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +115,22 @@ def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
 
 
 def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
-                 threads: int, seed: Any) -> dict[str, Any]:
+                 threads: int, seed: Any, token: str = "") -> dict[str, Any]:
     """One worker's whole training (see the module docstring)."""
     numba.set_num_threads(threads)
     parallel = threads > 1
     rng = np.random.default_rng(seed)
     env = make_vector_env(spec, cfg.n_envs)
     try:
-        return _train_worker(server, spec, env, cfg, worker, parallel, rng)
+        return _train_worker(server, spec, env, cfg, worker, parallel, rng,
+                             lambda: abandoned(token))
     finally:
         env.close()
 
 
 def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
                   cfg: HSA2CConfig, worker: int, parallel: bool,
-                  rng: np.random.Generator) -> dict[str, Any]:
+                  rng: np.random.Generator, aborted: Any = None) -> dict[str, Any]:
     info_sp = space_info(spec, env.single_observation_space, env.single_action_space)
     n_envs, n_steps, obs_dim = cfg.n_envs, cfg.n_steps, info_sp.obs_dim
     act_dim = info_sp.n_act_outputs if info_sp.continuous else 1
@@ -129,7 +140,7 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
     loss_grad = nn.select_a2c_loss_grad(parallel)
     n_chunks = numba.get_num_threads() if parallel else 1
 
-    version, state = server.pull().result()
+    version, state = await_reply(server.pull(), aborted)
     theta = state["theta"].copy()
     obs_mean, obs_var = state["obs_mean"], state["obs_var"]
     n_params = theta.shape[0]
@@ -154,7 +165,7 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
     ep_ret = np.zeros(n_envs)
     ep_len = np.zeros(n_envs, dtype=np.int64)
     episodes: list[tuple[float, float, float]] = []
-    pusher = Pusher(server, worker, cfg.lag)
+    pusher = Pusher(server, worker, cfg.lag, aborted)
     global_steps = state["total_steps"]
     steps_since_push = 0
     updates = 0
@@ -287,11 +298,19 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             "compute_s": t_compute, "env_s": t_env, "wait_s": pusher.wait_seconds}
 
 
-def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
+def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
               theta0: np.ndarray, obs_dim: int, *, entropy: int,
               max_staleness: int | None, poll_interval: float = 0.5,
-              progress: Any = None) -> HSA2CResult:
-    """Train an actor-critic by HSA2C on the cluster's workers.
+              progress: Any = None, max_recoveries: int = 3
+              ) -> tuple[HSA2CResult, list[dict[str, Any]]]:
+    """Train an actor-critic by HSA2C on the cluster's workers, surviving lost workers.
+
+    The driver polls the server every ``poll_interval`` seconds for progress and keeps
+    its latest state (parameters, step count, episode log, observation moments) as an
+    in-memory checkpoint. When a worker is lost (the actor's included) the run continues
+    on the workers left from that checkpoint, with the remaining budget; the updates
+    made since the last poll are lost and the workers' optimiser statistics restart.
+    Every task of a run belongs to the Dask span ``hsa2c-fit``.
 
     Parameters
     ----------
@@ -302,34 +321,92 @@ def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         Initial parameters.
     obs_dim : int
     entropy : int
-        Seed of the ``SeedSequence`` from which each worker's stream is spawned.
+        Root seed: segment ``s``, worker ``w`` draws from ``SeedSequence(entropy,
+        spawn_key=(s, w))``.
     max_staleness : int or None
     poll_interval : float
         Seconds between progress polls of the server.
     progress : callable or None
         Called with each history record.
+    max_recoveries : int
 
     Returns
     -------
-    HSA2CResult
+    result : HSA2CResult
+    events : list of dict
+        One record per recovery.
     """
+    state: dict[str, Any] = {"theta": theta0, "raw": None}
+    totals: dict[str, Any] = {"history": [], "pushes_sent": 0, "updates": 0,
+                              "counts": {}, "histogram": np.zeros(0, np.int64),
+                              "t0": time.perf_counter()}
+    events: list[dict[str, Any]] = []
+    segment = 0
+    while True:
+        try:
+            with distributed.span("hsa2c-fit"):
+                result = _run_segment(handle, spec, cfg, state, totals, obs_dim,
+                                      entropy=entropy, segment=segment,
+                                      max_staleness=max_staleness,
+                                      poll_interval=poll_interval, progress=progress)
+            return result, events
+        except WorkerLostError as exc:
+            if len(events) >= max_recoveries:
+                raise
+            survivors = [s for s in handle.slots if s.address not in exc.addresses]
+            if not survivors:
+                raise RuntimeError("every worker of the fit was lost") from exc
+            raw = state["raw"]
+            logger.warning("dask-dpsgd: %s; continuing on %d worker(s)", exc,
+                           len(survivors))
+            events.append({"event": "worker_lost", "workers": exc.addresses,
+                           "resumed_at_timestep": int(raw["total_steps"]) if raw else 0,
+                           "workers_left": len(survivors), "time": time.time()})
+            handle = ClusterHandle(handle.client, handle.owned, tuple(survivors),
+                                   handle.dashboard_link)
+            segment += 1
+
+
+def _merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Server counters of earlier segments plus this one's."""
+    keys = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
+            "bytes_pushed", "bytes_pulled")
+    out = {k: base.get(k, 0) + stats[k] for k in keys}
+    out["staleness_max"] = max(base.get("staleness_max", 0), stats["staleness_max"])
+    return out
+
+
+def _merge_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(len(a), len(b)), dtype=np.int64)
+    out[:len(a)] += a
+    out[:len(b)] += b
+    return out
+
+
+def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
+                 state: dict[str, Any], totals: dict[str, Any], obs_dim: int, *,
+                 entropy: int, segment: int, max_staleness: int | None,
+                 poll_interval: float, progress: Any) -> HSA2CResult:
+    """One parameter server and one task per worker, until done or a worker is lost."""
     client = handle.client
     token = uuid.uuid4().hex[:8]
+    addresses = [s.address for s in handle.slots]
     server_future = client.submit(
         ParameterServer, "a2c",
-        {"theta": theta0, "obs_dim": obs_dim, "total_timesteps": cfg.total_timesteps,
-         "target_return": cfg.target_return},
-        max_staleness, actor=True, workers=[handle.slots[0].address],
-        allow_other_workers=False, key=f"hsa2c-server-{token}")
+        {"theta": state["theta"], "obs_dim": obs_dim,
+         "total_timesteps": cfg.total_timesteps, "target_return": cfg.target_return,
+         "raw": state["raw"]},
+        max_staleness, actor=True, workers=[addresses[0]], allow_other_workers=False,
+        key=f"hsa2c-server-{token}")
     server = server_future.result()
-    seeds = np.random.SeedSequence(entropy).spawn(len(handle.slots))
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    history = totals["history"]
+    t0 = totals["t0"]
     try:
         futures = [
-            client.submit(_worker_task, server, spec, cfg, w, s.threads, seeds[w],
-                          key=f"hsa2c-worker-w{w}-{token}", workers=[s.address],
-                          allow_other_workers=False, pure=False)
+            client.submit(_worker_task, server, spec, cfg, w, s.threads,
+                          np.random.SeedSequence(entropy, spawn_key=(segment, w)), token,
+                          key=f"hsa2c-worker-{segment}-w{w}-{token}",
+                          workers=[s.address], allow_other_workers=False, pure=False)
             for w, s in enumerate(handle.slots)
         ]
         pending = list(futures)
@@ -337,15 +414,22 @@ def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
             try:
                 distributed.wait(pending, timeout=poll_interval,
                                  return_when="FIRST_COMPLETED")
-            except distributed.TimeoutError:
+            except (distributed.TimeoutError, CancelledError):
                 pass
+            lost = lost_workers(client, addresses)
+            if lost:
+                raise WorkerLostError(lost)
             for f in pending:
                 if f.status in ("error", "cancelled"):
-                    client.cancel([g for g in futures if g is not f])
                     f.result()  # raises the worker's exception
             pending = [f for f in pending if not f.done()]
             stats = server.stats().result()
             prog = server.progress().result()
+            _, snap = server.snapshot().result()
+            # The in-memory checkpoint a recovery restarts from.
+            state["theta"] = snap["theta"]
+            state["raw"] = snap
+            counts = _merge_counts(totals["counts"], stats)
             elapsed = time.perf_counter() - t0
             record = {
                 "time/elapsed_s": elapsed,
@@ -353,35 +437,45 @@ def _run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                 "time/steps_per_s": prog["total_steps"] / elapsed if elapsed else 0.0,
                 "rollout/ep_rew_mean": prog["mean_return_100"],
                 "rollout/episodes": prog["n_episodes"],
-                "train/pushes": stats["n_applied"],
+                "train/pushes": counts["n_applied"],
                 "train/staleness_mean": stats["staleness_mean"],
-                "train/staleness_max": stats["staleness_max"],
-                "comm/bytes_pushed": stats["bytes_pushed"],
-                "comm/bytes_pulled": stats["bytes_pulled"],
+                "train/staleness_max": counts["staleness_max"],
+                "comm/bytes_pushed": counts["bytes_pushed"],
+                "comm/bytes_pulled": counts["bytes_pulled"],
             }
             history.append(record)
             if progress is not None:
                 progress(record)
         results = [f.result() for f in futures]
         stats = server.stats().result()
-        hist = server.staleness_histogram().result()
+        hist = np.trim_zeros(server.staleness_histogram().result(), "b")
         _, snap = server.snapshot().result()
+    except Exception as exc:
+        if isinstance(exc, WorkerLostError):
+            raise
+        lost = lost_workers(client, addresses)
+        if lost:
+            raise WorkerLostError(lost) from exc
+        raise
     finally:
-        _close_server(server)
+        gone = set(lost_workers(client, addresses))
+        abort_segment(client, [a for a in addresses if a not in gone], token)
+        if addresses[0] not in gone:
+            _close_server(server)
         client.cancel([server_future])
         del server
+    counts = _merge_counts(totals["counts"], stats)
+    merged = _merge_hist(totals["histogram"], hist)
+    n = counts["n_applied"]
+    stats = {**stats, **counts,
+             "staleness_mean": float((np.arange(len(merged)) * merged).sum()) / n
+             if n else 0.0}
     return HSA2CResult(
         theta=snap["theta"], obs_mean=snap["obs_mean"], obs_var=snap["obs_var"],
-        episodes=snap["episodes"], total_steps=int(snap["total_steps"]), history=history,
-        stats=stats, staleness_histogram=hist,
-        pushes_sent=sum(r["pushes_sent"] for r in results),
-        updates=sum(r["updates"] for r in results))
-
-
-def run_hsa2c(handle: ClusterHandle, *args: Any, **kwargs: Any) -> HSA2CResult:
-    """Train by HSA2C; parameters as :func:`_run_hsa2c`; all tasks in span ``hsa2c-fit``."""
-    with distributed.span("hsa2c-fit"):
-        return _run_hsa2c(handle, *args, **kwargs)
+        episodes=snap["episodes"], total_steps=int(snap["total_steps"]),
+        history=list(history), stats=stats, staleness_histogram=merged,
+        pushes_sent=totals["pushes_sent"] + sum(r["pushes_sent"] for r in results),
+        updates=totals["updates"] + sum(r["updates"] for r in results))
 
 
 def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,

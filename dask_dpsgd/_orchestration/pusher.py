@@ -128,3 +128,25 @@ def close_server(server: Any, timeout: float = 5.0) -> None:
         server.close().result(timeout=timeout)
     except Exception:  # noqa: BLE001 - best effort on a server being abandoned
         pass
+
+
+# Segments (one parameter server each) the driver abandoned, per worker process: their
+# tasks stop waiting on the dead server at once (see abort_segment).
+_ABANDONED: set[str] = set()
+
+
+def _abandon(token: str) -> None:
+    _ABANDONED.add(token)
+
+
+def abandoned(token: str) -> bool:
+    """Whether the driver abandoned segment ``token`` (checked by worker tasks)."""
+    return token in _ABANDONED
+
+
+def abort_segment(client: Any, addresses: list[str], token: str) -> None:
+    """Tell the workers' still-running tasks of segment ``token`` to give up."""
+    try:
+        client.run(_abandon, token, workers=addresses, on_error="ignore")
+    except Exception:  # noqa: BLE001 - a worker may be gone between check and call
+        pass

@@ -336,7 +336,8 @@ class A2CRule(AddRule):
     """
 
     def __init__(self, theta: np.ndarray, obs_dim: int, total_timesteps: int,
-                 target_return: float | None = None) -> None:
+                 target_return: float | None = None,
+                 raw: dict[str, Any] | None = None) -> None:
         super().__init__(theta)
         self.total_timesteps = int(total_timesteps)
         self.target_return = target_return
@@ -346,6 +347,16 @@ class A2CRule(AddRule):
         self.obs_mean = np.zeros(obs_dim)
         self.obs_var = np.ones(obs_dim)
         self.obs_count = 1e-4  # SB3 RunningMeanStd's epsilon prior count
+        if raw is not None:
+            # Continue another server's run (recovery after a lost worker).
+            self.total_steps = int(raw["total_steps"])
+            eps = np.asarray(raw["episodes"], dtype=np.float64).reshape(-1, 3)
+            if len(eps):
+                self.episodes.append(eps)
+                self._recent = eps[-100:, 1].tolist()
+            self.obs_mean = np.array(raw["obs_mean"], dtype=np.float64)
+            self.obs_var = np.array(raw["obs_var"], dtype=np.float64)
+            self.obs_count = float(raw["obs_count"])
 
     def apply(self, delta: dict[str, Any], step: int) -> None:
         """``theta += delta["theta"]``; count steps; log episodes; merge moments."""
@@ -405,5 +416,5 @@ class A2CRule(AddRule):
     def snapshot(self) -> dict[str, np.ndarray]:
         """Parameters, observation moments and the episode log."""
         return {"theta": self.theta.copy(), "obs_mean": self.obs_mean.copy(),
-                "obs_var": self.obs_var.copy(), "episodes": self.episode_log(),
-                "total_steps": np.array(self.total_steps)}
+                "obs_var": self.obs_var.copy(), "obs_count": np.array(self.obs_count),
+                "episodes": self.episode_log(), "total_steps": np.array(self.total_steps)}

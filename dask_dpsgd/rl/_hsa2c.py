@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -15,6 +16,7 @@ from dask_dpsgd._kernels import nn
 from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
 from dask_dpsgd._orchestration.hsa2c import HSA2CConfig, act, run_episodes, run_hsa2c
+from dask_dpsgd.exceptions import WorkerLostWarning
 
 
 class HSA2CAgent(BaseEstimator):
@@ -109,6 +111,9 @@ class HSA2CAgent(BaseEstimator):
     staleness_histogram_ : ndarray of int
     history_ : list of dict
         Progress records (``rollout/ep_rew_mean``, ``time/steps_per_s``, ...).
+    recovery_events_ : list of dict
+        One record per lost worker the fit survived (it continues on the workers left
+        from the state polled last, about every 0.5 s; the updates since are lost).
     n_workers_ : int
     threads_per_worker_ : list of int
 
@@ -270,9 +275,10 @@ class HSA2CAgent(BaseEstimator):
                     bar.refresh()
 
             try:
-                result = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
-                                   entropy=entropy, max_staleness=self.max_staleness,
-                                   progress=progress)
+                result, events = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
+                                           entropy=entropy,
+                                           max_staleness=self.max_staleness,
+                                           progress=progress)
             finally:
                 if bar is not None:
                     bar.close()
@@ -302,7 +308,14 @@ class HSA2CAgent(BaseEstimator):
         self.staleness_max_ = stats["staleness_max"]
         self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
         self.history_ = result.history
-        if stats["n_received"] != result.pushes_sent:
+        self.recovery_events_ = events
+        if events:
+            lost = [a for e in events for a in e["workers"]]
+            warnings.warn(
+                f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
+                f"continued {len(events)} time(s) from the last polled state on the "
+                "workers left (see recovery_events_)", WorkerLostWarning, stacklevel=2)
+        if not events and stats["n_received"] != result.pushes_sent:
             raise RuntimeError(f"update accounting failed: workers sent "
                                f"{result.pushes_sent} pushes, the server received "
                                f"{stats['n_received']}")

@@ -155,3 +155,34 @@ def test_invalid_parameters(client, params, match):
 def test_fit_takes_no_data():
     with pytest.raises(ValueError, match="takes no data"):
         HSA2CAgent().fit(np.zeros((3, 4)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1], ids=["actor-worker", "other-worker"])
+def test_fit_survives_a_killed_worker(victim):
+    import os
+    import signal
+    import threading
+    import time
+
+    distributed = pytest.importorskip("distributed")
+    from dask_dpsgd.exceptions import WorkerLostWarning
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None,
+                                  env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as c, c.as_current():
+        HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()  # warm
+        workers = sorted(c.scheduler_info()["workers"])
+        pid = c.run(os.getpid, workers=[workers[victim]])[workers[victim]]
+        killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        t0 = time.perf_counter()
+        with pytest.warns(WorkerLostWarning, match="lost during the fit"):
+            agent = HSA2CAgent("CartPole-v1", total_timesteps=300_000,
+                               target_return=475, random_state=0).fit()
+        killer.join()
+        assert time.perf_counter() - t0 < 60
+    assert agent.recovery_events_[0]["workers"] == [workers[victim]]
+    assert agent.recovery_events_[0]["resumed_at_timestep"] > 0
+    assert agent.score(n_episodes=10, random_state=0) >= 195
