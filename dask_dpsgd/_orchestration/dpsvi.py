@@ -35,14 +35,8 @@ import scipy.sparse as sp
 from dask_dpsgd._kernels import lda
 from dask_dpsgd._orchestration.cluster import ClusterHandle
 from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
-from dask_dpsgd._orchestration.pusher import (
-    Pusher,
-    abandoned,
-    abort_segment,
-    await_reply,
-)
-from dask_dpsgd._orchestration.pusher import close_server as _close_server
-from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
+from dask_dpsgd._orchestration.serving import serving, start_server
 
 logger = logging.getLogger(__name__)
 
@@ -499,15 +493,13 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     slots = handle.slots
     addresses = [s.address for s in slots]
     first_step = ckpt.step
-    server_future = client.submit(
-        ParameterServer, "svi",
+    server_future, server = start_server(
+        client, "svi",
         {"lam": ckpt.lam, "eta": cfg.topic_word_prior,
          "learning_offset": cfg.learning_offset, "learning_decay": cfg.learning_decay,
          "total_samples": cfg.total_samples, "first_step": first_step,
          "raw": ckpt.raw},
-        max_staleness, actor=True, workers=[slots[0].address],
-        allow_other_workers=False, key=f"dpsvi-server-{token}")
-    server = server_future.result()
+        max_staleness, slots[0].address, f"dpsvi-server-{token}")
     last_perp = None
     t_start = time.perf_counter()
     base_counts = dict(ckpt.counts or {})
@@ -523,7 +515,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
         merged[:len(base_hist)] += base_hist
         return counts, merged
 
-    try:
+    with serving(client, addresses, token, server_future, server):
         for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
             futures = [
@@ -585,24 +577,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
         stats = server.stats().result()
         hist = np.trim_zeros(server.staleness_histogram().result(), "b")
         version, snap = server.snapshot().result()
-    except Exception as exc:
-        # The actor's worker may be the one that died: its callers see OSError,
-        # CancelledError or "Worker holding Actor was lost". Report it as the loss it is.
-        if isinstance(exc, WorkerLostError):
-            raise
-        lost = lost_workers(client, addresses)
-        if lost:
-            raise WorkerLostError(lost) from exc
-        raise
-    finally:
-        # Release the segment's tasks on live workers; close the server if its worker
-        # lives (calls to a dead one wait for distributed's connect timeouts).
-        gone = set(lost_workers(client, addresses))
-        abort_segment(client, [a for a in addresses if a not in gone], token)
-        if slots[0].address not in gone:
-            _close_server(server)
-        client.cancel([server_future])
-        del server
+    del server
     counts, merged = totals(stats, hist)
     stats = {**stats, **counts,
              "staleness_mean": (float((np.arange(len(merged)) * merged).sum())

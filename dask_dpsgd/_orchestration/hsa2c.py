@@ -38,14 +38,8 @@ from dask_dpsgd._kernels import a2c, nn
 from dask_dpsgd._orchestration.cluster import ClusterHandle
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
 from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
-from dask_dpsgd._orchestration.pusher import (
-    Pusher,
-    abandoned,
-    abort_segment,
-    await_reply,
-)
-from dask_dpsgd._orchestration.pusher import close_server as _close_server
-from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
+from dask_dpsgd._orchestration.serving import serving, start_server
 
 logger = logging.getLogger(__name__)
 
@@ -391,17 +385,15 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     client = handle.client
     token = uuid.uuid4().hex[:8]
     addresses = [s.address for s in handle.slots]
-    server_future = client.submit(
-        ParameterServer, "a2c",
+    server_future, server = start_server(
+        client, "a2c",
         {"theta": state["theta"], "obs_dim": obs_dim,
          "total_timesteps": cfg.total_timesteps, "target_return": cfg.target_return,
          "raw": state["raw"]},
-        max_staleness, actor=True, workers=[addresses[0]], allow_other_workers=False,
-        key=f"hsa2c-server-{token}")
-    server = server_future.result()
+        max_staleness, addresses[0], f"hsa2c-server-{token}")
     history = totals["history"]
     t0 = totals["t0"]
-    try:
+    with serving(client, addresses, token, server_future, server):
         futures = [
             client.submit(_worker_task, server, spec, cfg, w, s.threads,
                           np.random.SeedSequence(entropy, spawn_key=(segment, w)), token,
@@ -450,20 +442,7 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         stats = server.stats().result()
         hist = np.trim_zeros(server.staleness_histogram().result(), "b")
         _, snap = server.snapshot().result()
-    except Exception as exc:
-        if isinstance(exc, WorkerLostError):
-            raise
-        lost = lost_workers(client, addresses)
-        if lost:
-            raise WorkerLostError(lost) from exc
-        raise
-    finally:
-        gone = set(lost_workers(client, addresses))
-        abort_segment(client, [a for a in addresses if a not in gone], token)
-        if addresses[0] not in gone:
-            _close_server(server)
-        client.cancel([server_future])
-        del server
+    del server
     counts = _merge_counts(totals["counts"], stats)
     merged = _merge_hist(totals["histogram"], hist)
     n = counts["n_applied"]
