@@ -23,8 +23,8 @@ FORBIDDEN = ("dask", "distributed", "sklearn", "gymnasium")
 )
 def test_layer_does_not_import(module, forbidden):
     code = (
-        "import sys, importlib; importlib.import_module(%r); "
-        "print(' '.join(m for m in %r if m in sys.modules))" % (module, forbidden)
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        f"print(' '.join(m for m in {forbidden!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

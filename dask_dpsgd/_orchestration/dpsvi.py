@@ -33,8 +33,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from dask_dpsgd._kernels import lda
-from dask_dpsgd._orchestration.cluster import ClusterHandle
-from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
+from dask_dpsgd._orchestration.cluster import (
+    ClusterHandle,
+    WorkerLostError,
+    lost_workers,
+)
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import serving, start_server
 

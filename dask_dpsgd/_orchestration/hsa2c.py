@@ -35,9 +35,12 @@ import numba
 import numpy as np
 
 from dask_dpsgd._kernels import a2c, nn
-from dask_dpsgd._orchestration.cluster import ClusterHandle
+from dask_dpsgd._orchestration.cluster import (
+    ClusterHandle,
+    WorkerLostError,
+    lost_workers,
+)
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
-from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import serving, start_server
 

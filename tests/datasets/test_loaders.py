@@ -206,7 +206,7 @@ def _docword_text(X: scipy.sparse.spmatrix, *, shuffle: int | None = None) -> st
         order = np.random.RandomState(shuffle).permutation(coo.nnz)
         rows, cols, vals = rows[order], cols[order], vals[order]
     lines = [str(X.shape[0]), str(X.shape[1]), str(coo.nnz)]
-    lines += [f"{r + 1} {c + 1} {v}" for r, c, v in zip(rows, cols, vals)]
+    lines += [f"{r + 1} {c + 1} {v}" for r, c, v in zip(rows, cols, vals, strict=True)]
     return "\n".join(lines) + "\n"
 
 
