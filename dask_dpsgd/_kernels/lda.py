@@ -203,41 +203,61 @@ def _estep_serial(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal
 
 
 def _estep_parallel(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol,
-                    cal_sstats, sstats_slabs):
+                    cal_sstats, sstats_slabs, group_bounds):
     """E-step of a minibatch with documents spread over numba's threads.
 
-    Same parameters as ``_estep_serial``; ``sstats_slabs`` must have at least
-    ``numba.get_num_threads()`` slabs (also when ``cal_sstats`` is false: they size the
-    per-thread workspaces), which the caller sums afterwards.
+    Same parameters as ``_estep_serial``, plus ``group_bounds`` (int64, shape
+    ``(n_groups + 1,)``): documents ``group_bounds[g]:group_bounds[g + 1]`` form group
+    ``g``, one per thread, balanced by their number of distinct words (the E-step's
+    cost). ``sstats_slabs`` has one slab per group, which the caller sums afterwards.
 
     Notes
     -----
-    Race-free: thread-private buffers, reduced after the loop. Each thread writes only
-    its own slab ``sstats_slabs[numba.get_thread_id()]`` and its own documents' rows of
-    ``gamma``. Sufficient statistics feed the exact bound and the server update, so they
-    are never accumulated with racy writes (MECHANICS.md D6 measured lost mass under
-    Hogwild ``+=``; STYLE.md rule 10). The lock-free (Hogwild) level of DPSGD is in how
-    threads and workers read ``lambda`` while others update it, not in these sums.
+    Race-free: thread-private buffers, reduced after the loop. Group ``g`` writes only
+    slab ``g`` and its own documents' rows of ``gamma``, so the result does not depend on
+    which thread runs which group. Sufficient statistics feed the exact bound and the
+    server update, so they are never accumulated with racy writes (MECHANICS.md D6
+    measured lost mass under Hogwild ``+=``; STYLE.md rule 10). The lock-free (Hogwild)
+    level of DPSGD is in how threads and workers read ``lambda`` while others update it,
+    not in these sums.
     """
     K = exp_beta.shape[1]
-    n_docs = indptr.shape[0] - 1
+    n_groups = group_bounds.shape[0] - 1
     max_len = 0
-    for d in range(n_docs):
+    for d in range(indptr.shape[0] - 1):
         max_len = max(max_len, indptr[d + 1] - indptr[d])
-    # Per-thread workspaces, allocated once: a per-document np.empty inside prange goes
+    # Per-group workspaces, allocated once: a per-document np.empty inside prange goes
     # through mmap/munmap for long documents under Dask's MALLOC_TRIM_THRESHOLD_=65536
     # (measured +33% to +60% per minibatch).
-    n_threads = sstats_slabs.shape[0]
-    vecs = np.empty((n_threads, 3, K))
-    rows_ws = np.empty((n_threads, max_len, K))
-    for d in prange(n_docs):
-        a, b = indptr[d], indptr[d + 1]
-        tid = numba.get_thread_id()
-        _doc_estep_jit(cols[a:b], cnts[a:b], exp_beta, gamma[d], alpha, max_iter, tol,
-                       vecs[tid, 0], vecs[tid, 1], vecs[tid, 2], rows_ws[tid])
-        if cal_sstats:
-            _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, vecs[tid, 0],
-                                   sstats_slabs[tid])
+    vecs = np.empty((n_groups, 3, K))
+    rows_ws = np.empty((n_groups, max_len, K))
+    for g in prange(n_groups):
+        for d in range(group_bounds[g], group_bounds[g + 1]):
+            a, b = indptr[d], indptr[d + 1]
+            _doc_estep_jit(cols[a:b], cnts[a:b], exp_beta, gamma[d], alpha, max_iter,
+                           tol, vecs[g, 0], vecs[g, 1], vecs[g, 2], rows_ws[g])
+            if cal_sstats:
+                _accumulate_sstats_jit(cols[a:b], cnts[a:b], exp_beta, vecs[g, 0],
+                                       sstats_slabs[g])
+
+
+def balanced_groups(indptr: np.ndarray, n_groups: int) -> np.ndarray:
+    """Split documents into ``n_groups`` contiguous runs of about equal non-zeros.
+
+    Parameters
+    ----------
+    indptr : ndarray of int64, shape (n_docs + 1,)
+    n_groups : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n_groups + 1,)
+        Group boundaries (document indices), starting at 0 and ending at ``n_docs``.
+    """
+    n_docs = len(indptr) - 1
+    targets = indptr[-1] * np.arange(1, n_groups) / n_groups
+    inner = np.searchsorted(indptr[1:], targets, side="left") + 1
+    return np.concatenate(([0], np.minimum(inner, n_docs), [n_docs])).astype(np.int64)
 
 
 estep_serial = numba.njit(cache=True, nogil=True)(_estep_serial)
@@ -351,9 +371,12 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
     n_words, K = exp_beta.shape
     n_slabs = numba.get_num_threads() if parallel else 1
     slabs = np.zeros((n_slabs, n_words if cal_sstats else 0, K))
-    kernel = estep_parallel if parallel else estep_serial
-    kernel(indptr, cols, cnts, exp_beta, gamma, float(alpha), int(max_iter), float(tol),
-           bool(cal_sstats), slabs)
+    args = (indptr, cols, cnts, exp_beta, gamma, float(alpha), int(max_iter),
+            float(tol), bool(cal_sstats), slabs)
+    if parallel:
+        estep_parallel(*args, balanced_groups(np.asarray(indptr, np.int64), n_slabs))
+    else:
+        estep_serial(*args)
     if not cal_sstats:
         return None
     return slabs.sum(axis=0) if n_slabs > 1 else slabs[0]

@@ -111,3 +111,34 @@ def test_minibatch_words_maps_back():
     words, cols = lda.minibatch_words(idx)
     np.testing.assert_array_equal(words, [0, 2, 5, 9])
     np.testing.assert_array_equal(words[cols], idx)
+
+
+@pytest.mark.parametrize("n_groups", [1, 2, 3, 7])
+def test_balanced_groups_cover_documents_and_balance_work(n_groups):
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(0, 400, size=50)
+    indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    bounds = lda.balanced_groups(indptr, n_groups)
+    assert bounds[0] == 0 and bounds[-1] == 50 and len(bounds) == n_groups + 1
+    assert np.all(np.diff(bounds) >= 0)
+    work = np.diff(indptr[bounds])
+    # No group exceeds its fair share by more than one document's words.
+    assert work.max() <= indptr[-1] / n_groups + lengths.max()
+
+
+def test_parallel_estep_is_repeatable_bit_for_bit():
+    X = _corpus(n_docs=60)
+    K = 5
+    rng = np.random.default_rng(8)
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
+    words, cols = lda.minibatch_words(X.indices)
+    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
+    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    runs = []
+    for _ in range(3):
+        g = g0.copy()
+        runs.append(lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.2,
+                                  30, 1e-4, True, True))
+    # Groups own their slabs, so which thread runs which group cannot change the sums.
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
