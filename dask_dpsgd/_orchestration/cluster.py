@@ -118,7 +118,8 @@ def default_layout(n_workers: int | None, threads_per_worker: int | None,
 
 
 def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
-            threads_per_worker: int | None) -> tuple[WorkerSlot, ...]:
+            threads_per_worker: int | None, cap: int | None = None
+            ) -> tuple[WorkerSlot, ...]:
     """Numba threads for each chosen worker so that no host is oversubscribed."""
     per_host = Counter(probes[a]["host"] for a in addresses)
     slots = []
@@ -142,13 +143,16 @@ def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
         else:
             # Share the host's cores between the workers of this fit on it.
             threads = max(1, min(max_threads, int(p["cores"]) // per_host[p["host"]]))
+        if threads_per_worker is None and cap is not None:
+            threads = min(threads, cap)
         slots.append(WorkerSlot(a, threads))
     return tuple(slots)
 
 
 @contextlib.contextmanager
 def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
-                    *, verbose: int = 0) -> Iterator[ClusterHandle]:
+                    *, thread_cap: int | None = None,
+                    verbose: int = 0) -> Iterator[ClusterHandle]:
     """Yield the cluster a fit runs on; close it afterwards if it was started here.
 
     Parameters
@@ -159,6 +163,8 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         the machine, see :func:`default_layout`).
     threads_per_worker : int or None
         Numba threads per worker; ``None`` budgets them from each worker's cores.
+    thread_cap : int or None
+        Upper bound on the budgeted threads (scikit-learn's ``n_jobs``).
     verbose : int
         Log the dashboard link at INFO when > 0.
 
@@ -171,10 +177,12 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     except ValueError:
         client = None
     if client is not None:
-        yield _handle(client, False, n_workers, threads_per_worker)
+        yield _handle(client, False, n_workers, threads_per_worker, thread_cap)
         return
 
     m, p = default_layout(n_workers, threads_per_worker, machine_cores())
+    if threads_per_worker is None and thread_cap is not None:
+        p = min(p, thread_cap)
     processes = not _inside_worker_or_daemon()
     cluster_kwargs = dict(
         n_workers=m,
@@ -193,7 +201,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     with distributed.LocalCluster(**cluster_kwargs) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client, \
             client.as_current():
-        handle = _handle(client, True, m, p)
+        handle = _handle(client, True, m, p, None)
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
                         "dashboard %s", m, p, handle.dashboard_link)
@@ -201,7 +209,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
 
 
 def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
-            threads_per_worker: int | None) -> ClusterHandle:
+            threads_per_worker: int | None, cap: int | None = None) -> ClusterHandle:
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if not workers:
         raise RuntimeError(
@@ -216,7 +224,7 @@ def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
             )
         workers = workers[:n_workers]
     probes = client.run(_worker_probe, workers=workers)
-    slots = _budget(probes, workers, threads_per_worker)
+    slots = _budget(probes, workers, threads_per_worker, cap)
     try:
         link = client.dashboard_link
     except Exception:  # no dashboard (bokeh missing or disabled)

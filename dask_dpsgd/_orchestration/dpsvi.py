@@ -367,7 +367,7 @@ class _Checkpoint:
 
 
 _COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-             "bytes_pushed", "bytes_pulled")
+             "bytes_pushed", "bytes_pulled", "staleness_sum")
 
 
 def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig, *,
@@ -546,8 +546,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 "time/compute_s": sum(r["compute_s"] for r in results),
                 "time/wait_s": sum(r["wait_s"] for r in results),
                 "train/updates": n_applied,
-                "train/staleness_mean": (float((np.arange(len(merged)) * merged).sum())
-                                         / n_applied if n_applied else 0.0),
+                "train/staleness_mean": (counts["staleness_sum"] / n_applied
+                                         if n_applied else 0.0),
                 "train/staleness_max": counts["staleness_max"],
                 "comm/bytes_pushed": counts["bytes_pushed"],
                 "comm/bytes_pulled": counts["bytes_pulled"],
@@ -583,8 +583,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     del server
     counts, merged = totals(stats, hist)
     stats = {**stats, **counts,
-             "staleness_mean": (float((np.arange(len(merged)) * merged).sum())
-                                / counts["n_applied"] if counts["n_applied"] else 0.0)}
+             "staleness_mean": (counts["staleness_sum"] / counts["n_applied"]
+                                if counts["n_applied"] else 0.0)}
     return DPSVIResult(
         lam=snap["lambda"], n_batch_iter=first_step + version, n_passes=ckpt.passes_done,
         history=list(ckpt.history), stats=stats, staleness_histogram=merged,

@@ -213,9 +213,12 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
                 buf.valid[t] = np.logical_not(prev_done)
                 done = np.logical_and(done, buf.valid[t])
                 prev_done = np.logical_or(term, trunc)
-            elif trunc.any():
+            elif done.any():
                 # Truncated, not terminated: bootstrap from V(final observation)
-                # (gymnasium's terminated/truncated split; SB3 issue #633).
+                # (gymnasium's terminated/truncated split; SB3 issue #633). Every final
+                # observation is checked for finiteness, used or not.
+                for e in np.flatnonzero(term):
+                    _flat_obs(info["final_obs"][e], 1, obs_dim, spec.name)
                 for e in np.flatnonzero(np.logical_and(trunc, np.logical_not(term))):
                     fin = _flat_obs(info["final_obs"][e], 1, obs_dim, spec.name)
                     nn.predict_values(theta, lay, normalize(fin, np.empty((1, obs_dim))),
@@ -367,7 +370,7 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
 def _merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     """Server counters of earlier segments plus this one's."""
     keys = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-            "bytes_pushed", "bytes_pulled")
+            "bytes_pushed", "bytes_pulled", "staleness_sum")
     out = {k: base.get(k, 0) + stats[k] for k in keys}
     out["staleness_max"] = max(base.get("staleness_max", 0), stats["staleness_max"])
     return out
@@ -450,8 +453,7 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     merged = _merge_hist(totals["histogram"], hist)
     n = counts["n_applied"]
     stats = {**stats, **counts,
-             "staleness_mean": float((np.arange(len(merged)) * merged).sum()) / n
-             if n else 0.0}
+             "staleness_mean": counts["staleness_sum"] / n if n else 0.0}
     return HSA2CResult(
         theta=snap["theta"], obs_mean=snap["obs_mean"], obs_var=snap["obs_var"],
         episodes=snap["episodes"], total_steps=int(snap["total_steps"]),

@@ -21,9 +21,9 @@ import numpy as np
 
 from dask_dpsgd._kernels.lda import gather_rows_affine, scatter_add_rows
 
-# Staleness values are histogrammed exactly up to this value; larger ones share the last
-# bin (the maximum is still tracked exactly).
-STALENESS_BINS = 256
+# Initial length of the staleness histogram; it grows (doubling) to hold any value, so
+# the counts are exact however late an update arrives.
+STALENESS_BINS = 64
 
 
 class UpdateRule(Protocol):
@@ -72,8 +72,8 @@ class ServerState:
         Number of updates applied so far.
     n_received, n_applied, n_rejected_stale, n_rejected_nonfinite : int
         Every received update is exactly one of applied / rejected.
-    staleness_counts : ndarray of int64, shape (STALENESS_BINS,)
-        Applied updates per staleness value (last bin: that value or more).
+    staleness_counts : ndarray of int64
+        Applied updates per staleness value (index = staleness), grown as needed.
     """
 
     def __init__(self, rule: UpdateRule, *, max_staleness: int | None = None) -> None:
@@ -126,7 +126,12 @@ class ServerState:
         self.rule.apply(delta, self.version)
         self.version += 1
         self.n_applied += 1
-        self.staleness_counts[min(staleness, STALENESS_BINS - 1)] += 1
+        if staleness >= len(self.staleness_counts):
+            grown = np.zeros(max(2 * len(self.staleness_counts), staleness + 1),
+                             dtype=np.int64)
+            grown[:len(self.staleness_counts)] = self.staleness_counts
+            self.staleness_counts = grown
+        self.staleness_counts[staleness] += 1
         self.staleness_sum += staleness
         self.staleness_max = max(self.staleness_max, staleness)
         return PushOutcome(True, staleness, self.version)
@@ -147,6 +152,7 @@ class ServerState:
             "n_rejected_stale": self.n_rejected_stale,
             "n_rejected_nonfinite": self.n_rejected_nonfinite,
             "staleness_mean": self.staleness_sum / n if n else 0.0,
+            "staleness_sum": self.staleness_sum,
             "staleness_max": self.staleness_max,
             "bytes_pushed": self.bytes_pushed,
             "bytes_pulled": self.bytes_pulled,

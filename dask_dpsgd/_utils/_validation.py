@@ -38,3 +38,13 @@ def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
     if data.size == 0 or not (data > 0).any():
         raise ValueError(f"{whom}: the document-word matrix of shape {X.shape} has no "
                          "positive count; there is nothing to learn from")
+
+
+def check_counts_finite_nonneg(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
+    """As :func:`check_counts`, but an all-zero block is allowed (transform input)."""
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.size and (data > 0).any():
+        check_counts(X, whom)
+        return
+    if data.size:
+        check_counts(np.concatenate([np.ravel(data), [1.0]]), whom)

@@ -24,14 +24,20 @@ from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
 from dask_dpsgd._utils._checkpoint import load_checkpoint, save_checkpoint
-from dask_dpsgd._utils._validation import check_counts
+from dask_dpsgd._utils._validation import check_counts, check_counts_finite_nonneg
 from dask_dpsgd.exceptions import StaleUpdatesWarning, WorkerLostWarning
 
 
 def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
                      tol: float) -> np.ndarray:
-    """Unnormalised ``gamma`` of a block of documents (scikit-learn's transform E-step)."""
-    X = sp.csr_matrix(X, dtype=np.float64)
+    """Unnormalised ``gamma`` of a block of documents (scikit-learn's transform E-step).
+
+    Also the function applied to each row chunk of a Dask array, so it validates the
+    counts itself (on the worker holding the chunk).
+    """
+    X = sp.csr_matrix(X, dtype=np.float64, copy=True)  # never touch the caller's data
+    if X.nnz:
+        check_counts_finite_nonneg(X, "DPSVILatentDirichletAllocation.transform")
     X.sum_duplicates()
     gamma = np.ones((X.shape[0], exp_beta_wm.shape[1]))
     if X.shape[0]:
@@ -90,9 +96,9 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     max_doc_update_iter : int, default=100
         Maximum E-step iterations per document.
     n_jobs : int, default=None
-        scikit-learn's parallelism knob, kept for drop-in use: when
-        ``threads_per_worker`` is None, ``n_jobs`` (``-1``: all cores) sets the numba
-        threads per worker.
+        scikit-learn's parallelism knob, kept for drop-in use: a positive value caps the
+        numba threads per worker chosen automatically (``None`` or ``-1``: no cap);
+        ``threads_per_worker`` takes precedence.
     verbose : int, default=0
         0: silent. 1: a progress bar over passes with docs/s, staleness and
         perplexity, and the dashboard link of an embedded cluster in the log.
@@ -281,16 +287,14 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                 "sklearn.decomposition.LatentDirichletAllocation for batch VB."
             )
 
-    def _threads(self) -> int | None:
-        if self.threads_per_worker is not None:
-            return self.threads_per_worker
-        if self.n_jobs is None:
+    def _thread_cap(self) -> int | None:
+        """``n_jobs`` as a cap on numba threads per worker (None: no cap)."""
+        if self.n_jobs is None or self.n_jobs == -1:
             return None
-        if self.n_jobs == 0:
-            raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
-        from dask_dpsgd._orchestration.cluster import machine_cores
-
-        return self.n_jobs if self.n_jobs > 0 else max(1, machine_cores() + 1 + self.n_jobs)
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"n_jobs={self.n_jobs} has no meaning here; use None, -1 or "
+                             "a positive int (numba threads per worker at most)")
+        return int(self.n_jobs)
 
     def _check_X(self, X: Any, *, reset: bool, whom: str) -> Any:
         """Validated float64 CSR counts (or a Dask array checked on its workers)."""
@@ -314,7 +318,9 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         X = validate_data(self, X, reset=reset, accept_sparse="csr",
                           dtype=[np.float64, np.float32])
         check_non_negative(X, whom)
-        X = sp.csr_matrix(X, dtype=np.float64)
+        # A copy: sum_duplicates/sort_indices work in place, and validate_data returns
+        # the caller's own float64 CSR matrix.
+        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
         X.sum_duplicates()
         X.sort_indices()
         return X
@@ -360,7 +366,8 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         if entropy is None:
             entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
         bar = None
-        with resolve_cluster(self.n_workers, self._threads(),
+        with resolve_cluster(self.n_workers, self.threads_per_worker,
+                             thread_cap=self._thread_cap(),
                              verbose=self.verbose) as handle:
             if self.verbose:
                 bar = tqdm(total=n_passes, desc="DPSVI passes", unit="pass")

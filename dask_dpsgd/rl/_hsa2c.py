@@ -210,6 +210,10 @@ class HSA2CAgent(BaseEstimator):
         return tags
 
     def _check_params(self) -> tuple[int, ...]:
+        for name in ("log_std_init", "target_return"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         arch = tuple(self.net_arch)
         if not arch or not all(isinstance(h, Integral) and h > 0 for h in arch):
             raise ValueError(f"net_arch must be a non-empty sequence of positive ints, got "

@@ -94,13 +94,17 @@ def test_state_refuses_impossible_base_version():
         state.push(np.ones(1), 5)
 
 
-def test_staleness_histogram_last_bin_collects_overflow():
+def test_staleness_histogram_grows_to_stay_exact():
     state = ServerState(AddRule(np.zeros(1)))
-    for _ in range(STALENESS_BINS + 5):
+    late = 3 * STALENESS_BINS + 5
+    for _ in range(late):
         state.push(np.zeros(1), state.version)
-    state.push(np.zeros(1), 0)
-    assert state.staleness_histogram()[-1] == 1
-    assert state.stats()["staleness_max"] == STALENESS_BINS + 5
+    state.push(np.zeros(1), 0)  # computed from version 0, applied at version `late`
+    hist = state.staleness_histogram()
+    assert hist[late] == 1 and hist[0] == late and hist.sum() == late + 1
+    stats = state.stats()
+    assert stats["staleness_max"] == late
+    assert stats["staleness_sum"] == late
 
 
 def test_bytes_are_accounted():
