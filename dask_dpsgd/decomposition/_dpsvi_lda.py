@@ -178,9 +178,11 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     Notes
     -----
     Determinism: with one worker, results are bit-identical for a fixed
-    ``random_state`` whatever ``threads_per_worker`` (per-thread sufficient-statistic
-    slabs make the E-step race-free); with several workers, the arrival order of pushes
-    varies and results are statistically, not bitwise, reproducible.
+    ``random_state`` and ``threads_per_worker`` (the parallel E-step gives each thread a
+    fixed group of documents and its own sufficient-statistic slab, so it is race-free);
+    different thread counts sum in a different order and agree to rounding (~1e-9).
+    With several workers, the arrival order of pushes varies and results are
+    statistically, not bitwise, reproducible.
 
     Fault tolerance: after every pass the driver keeps ``lambda`` in memory. If a worker
     leaves the cluster during a pass (killed, pre-empted, out of walltime), including
