@@ -16,6 +16,9 @@
   :class:`dask_dpsgd.DPSVILatentDirichletAllocation` to the anchors' parameters (as
   scikit-learn's ``get_equivalent_estimator`` does for its gradient-boosting
   benchmarks).
+* :func:`sb3_a2c_equivalent` does the same for :class:`dask_dpsgd.HSA2CAgent` and
+  stable-baselines3's ``A2C``; :func:`wait_for_quiet` holds a measurement phase back
+  until the shared machine's load has dropped.
 """
 
 from __future__ import annotations
@@ -626,3 +629,86 @@ def gensim_equivalent(params: dict[str, Any], **overrides: Any) -> dict[str, Any
     }
     out.update(overrides)
     return out
+
+
+# HSA2CAgent parameters with no counterpart in stable-baselines3's A2C: they only say
+# where and how the same algorithm is distributed.
+_HSA2C_DISTRIBUTION_ONLY = ("push_every", "prefetch", "n_workers", "threads_per_worker",
+                            "max_staleness", "verbose")
+_SB3_A2C_SHARED = ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef",
+                   "vf_coef", "max_grad_norm", "rms_prop_eps", "use_rms_prop",
+                   "normalize_advantage")
+
+
+def sb3_a2c_equivalent(params: dict[str, Any]) -> dict[str, Any]:
+    """stable-baselines3 ``A2C`` set-up equivalent to ``HSA2CAgent(**params)``.
+
+    ``HSA2CAgent`` kept A2C's parameter names and defaults, so the optimiser and loss
+    parameters map one to one. The networks go to ``policy_kwargs`` (separate policy
+    and value MLPs of ``net_arch``, as ``MlpPolicy``'s ``dict(pi=..., vf=...)``),
+    ``n_envs`` to ``make_vec_env``, ``normalize_observations``/``clip_obs`` to a
+    ``VecNormalize(norm_reward=False)`` wrapper, ``random_state`` to ``seed``, and
+    ``total_timesteps`` to ``learn()``. With one worker, ``n_envs`` is the same batch;
+    with ``m`` workers HSA2C runs ``m * n_envs`` environments in all.
+
+    Parameters
+    ----------
+    params : dict
+        ``HSA2CAgent`` parameters (any subset; missing ones take its defaults).
+
+    Returns
+    -------
+    dict
+        ``a2c`` (keyword arguments of ``A2C`` besides policy, env, seed and device),
+        ``policy_kwargs`` (``activation_fn`` as its name, ``"tanh"`` or ``"relu"``),
+        ``n_envs``, ``vec_normalize`` (None or ``VecNormalize`` keyword arguments),
+        ``total_timesteps``, ``seed`` and ``env_id``.
+    """
+    from dask_dpsgd import HSA2CAgent
+
+    full = {**HSA2CAgent().get_params(), **params}
+    unknown = (set(params) - set(_SB3_A2C_SHARED) - set(_HSA2C_DISTRIBUTION_ONLY)
+               - {"env", "net_arch", "activation", "log_std_init", "n_envs",
+                  "normalize_observations", "clip_obs", "total_timesteps",
+                  "target_return", "env_kwargs", "random_state"})
+    if unknown:
+        raise ValueError(f"no stable-baselines3 equivalent for {sorted(unknown)}")
+    if not isinstance(full["env"], str) or full["env_kwargs"]:
+        raise ValueError("the equivalent set-up needs a plain gymnasium id as env")
+    arch = [int(h) for h in full["net_arch"]]
+    return {
+        "env_id": full["env"],
+        "a2c": {k: full[k] for k in _SB3_A2C_SHARED},
+        "policy_kwargs": {"net_arch": {"pi": arch, "vf": arch},
+                          "activation_fn": full["activation"],
+                          "log_std_init": float(full["log_std_init"])},
+        "n_envs": int(full["n_envs"]),
+        "vec_normalize": ({"norm_obs": True, "norm_reward": False,
+                           "clip_obs": float(full["clip_obs"])}
+                          if full["normalize_observations"] else None),
+        "total_timesteps": int(full["total_timesteps"]),
+        "seed": full["random_state"],
+    }
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float,
+                   poll_s: float = 10.0) -> dict[str, Any]:
+    """Sleep until the 1-minute load average is at most ``max_load``, or give up.
+
+    Other people's work on a shared machine competes for the cores; a measurement phase
+    starts only once the load has dropped (or after ``max_wait_s``, recorded as such).
+
+    Returns
+    -------
+    dict
+        ``load_before``, ``load_after`` (1-minute averages), ``waited_s`` and ``quiet``
+        (whether the load was at most ``max_load`` when the wait ended).
+    """
+    first = loadavg()[0]
+    t0 = time.perf_counter()
+    load = first
+    while load > max_load and time.perf_counter() - t0 < max_wait_s:
+        time.sleep(min(poll_s, max(0.0, max_wait_s - (time.perf_counter() - t0))))
+        load = loadavg()[0]
+    return {"load_before": first, "load_after": load,
+            "waited_s": time.perf_counter() - t0, "quiet": load <= max_load}

@@ -359,8 +359,9 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
                 "minibatch E-steps (`time/compute_s`: `exp(E[log β])` of the "
                 "minibatch's words, the E-step kernel, the sum of the per-thread "
                 "slabs), *waiting* = blocked on push/pull replies from the parameter "
-                "server (`time/wait_s`), *other* = the rest (task start, "
-                "`minibatch_words` of every minibatch, the first pull, and with 2 "
+                "server (`time/wait_s`), *other* = the rest (task start, the first "
+                "pull, in pass 1 the synchronous warm-up's waits for its turn "
+                "(`pull_after`, the first `warmup_updates` minibatches), and with 2 "
                 "workers the wait for the slower one at the end-of-pass barrier). "
                 "*Fit overhead* = `fit()` wall minus the passes.", ""]
     warm = doc.get("warmups", [])
@@ -370,6 +371,360 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
                 f"{starts.get(w['method'], float('nan')):.1f} s, warm-up fit (1 pass, "
                 f"K={w['n_components']}) {w['fit_s']:.2f} s at "
                 f"{w['docs_per_s']:,.0f} docs/s" for w in warm]
+        out += ["Excluded from the tables: " + "; ".join(bits) + ".", ""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ A2C section
+
+A2C_METHOD_TEXT = {
+    "sb3": "stable-baselines3 `A2C(\"MlpPolicy\", make_vec_env(env_id, n_envs=8, "
+           "seed=seed), seed=seed, device=\"cpu\")`, defaults, "
+           "`torch.set_num_threads(1)`; 8 environments",
+    "hsa2c-1x1": "`HSA2CAgent`, 1 Dask worker × 1 numba thread; 8 environments",
+    "hsa2c-1x2": "`HSA2CAgent`, 1 Dask worker × 2 numba threads; 8 environments",
+    "hsa2c-2x1": "`HSA2CAgent`, 2 Dask workers × 1 numba thread; `n_envs` is per "
+                 "worker, so **16 environments** in all",
+}
+A2C_SPEED_TARGET = 5.0
+A2C_STEPS_TARGET = 1.5
+
+
+@dataclass(frozen=True)
+class _A2CCell:
+    n: int
+    solved: int
+    time_solved: list[float]
+    time_all: list[float]
+    speedup: list[float]
+    steps: list[float]
+    steps_ratio: list[float]
+    cross: list[float]
+    cross_ratio: list[float]
+    rate: list[float]
+    rate_ratio: list[float]
+    eval_mean: list[float]
+    cpu_util: list[float]
+    pss: list[float]
+    envs: list[int]
+
+
+def _a2c_cells(runs: list[dict[str, Any]]) -> dict[tuple[str, str], _A2CCell]:
+    ref = {(r["env_id"], r["seed"]): r for r in runs if r["method"] == "sb3"}
+    cells = {}
+    for env, m in sorted({(r["env_id"], r["method"]) for r in runs}):
+        rs = sorted((r for r in runs if r["env_id"] == env and r["method"] == m),
+                    key=lambda r: r["seed"])
+        sp, sr, cr, rr = [], [], [], []
+        for r in rs:
+            s = ref.get((env, r["seed"]))
+            if s is None:
+                continue
+            rr.append(r["steps_per_s"] / s["steps_per_s"])
+            if r["solved"] and s["solved"]:
+                sp.append(s["time_s"] / r["time_s"])
+                sr.append(r["steps"] / s["steps"])
+                cr.append(r["crossing_step"] / s["crossing_step"])
+        solved = [r for r in rs if r["solved"]]
+        cells[(env, m)] = _A2CCell(
+            n=len(rs), solved=len(solved),
+            time_solved=[r["time_s"] for r in solved],
+            time_all=[r["time_s"] if r["solved"] else float("inf") for r in rs],
+            speedup=sp, steps=[r["steps"] for r in solved], steps_ratio=sr,
+            cross=[r["crossing_step"] for r in solved], cross_ratio=cr,
+            rate=[r["steps_per_s"] for r in rs], rate_ratio=rr,
+            eval_mean=[r["eval_mean"] for r in rs],
+            cpu_util=[r["cpu_util"] for r in rs],
+            pss=[r["peak_pss_mib"] for r in rs],
+            envs=sorted({r["total_envs"] for r in rs}))
+    return cells
+
+
+def _a2c_method_order(methods: set[str]) -> list[str]:
+    known = [m for m in A2C_METHOD_TEXT if m in methods]
+    return known + sorted(methods - set(known))
+
+
+def _solved_spread(c: _A2CCell, values: list[float], fmt: str) -> str:
+    """Spread over the solved runs, flagged when some runs did not solve."""
+    if not values:
+        return "unsolved"
+    out = spread(values, fmt)
+    if c.solved < c.n:
+        out += f" ({c.n - c.solved} unsolved)"
+    return out
+
+
+def _ratio_cell(values: list[float], fmt: str, c: _A2CCell) -> str:
+    if not values:
+        return "n/a"
+    out = spread(values, fmt)
+    if len(values) < c.n:
+        out += f" ({len(values)} of {c.n} seeds)"
+    return out
+
+
+def _plot_a2c(path: Path, cells: dict[tuple[str, str], _A2CCell], envs: list[str],
+              methods: list[str]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    others = [m for m in methods if m != "sb3"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    width = 0.8 / max(1, len(others))
+    for i, m in enumerate(others):
+        for ax, attr in zip(axes, ("speedup", "steps_ratio"), strict=True):
+            xs, ys, lo, hi = [], [], [], []
+            for j, env in enumerate(envs):
+                vals = getattr(cells[(env, m)], attr) if (env, m) in cells else []
+                if vals:
+                    xs.append(j + (i - (len(others) - 1) / 2) * width)
+                    ys.append(med(vals))
+                    lo.append(med(vals) - min(vals))
+                    hi.append(max(vals) - med(vals))
+            ax.bar(xs, ys, width, yerr=[lo, hi], label=m, capsize=3)
+    for ax, title, target in (
+            (axes[0], "time to solve: SB3 ÷ method (speed-up)", A2C_SPEED_TARGET),
+            (axes[1], "env steps to solve: method ÷ SB3", A2C_STEPS_TARGET)):
+        ax.set_xticks(range(len(envs)), envs)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.axhline(target, color="red", ls="--", lw=0.8, label=f"target {target:g}")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _a2c_verdict(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
+                 methods: list[str]) -> list[str]:
+    out = []
+    for env in envs:
+        s = cells.get((env, "sb3"))
+        if s is not None:
+            out.append(f"- {env}, sb3: solved {s.solved}/{s.n}; time to solve "
+                       f"{_solved_spread(s, s.time_solved, '.1f')} s, "
+                       f"{_solved_spread(s, s.steps, ',.0f')} env steps, "
+                       f"{spread(s.rate, ',.0f')} steps/s.")
+        for m in methods:
+            c = cells.get((env, m))
+            if m == "sb3" or c is None:
+                continue
+            if not c.speedup:
+                out.append(f"- {env}, {m}: solved {c.solved}/{c.n}; no seed where both "
+                           "it and SB3 solved. Target **not met**.")
+                continue
+            sp, st = med(c.speedup), med(c.steps_ratio)
+            ok = (sp >= A2C_SPEED_TARGET and st <= A2C_STEPS_TARGET
+                  and c.solved == c.n)
+            why = []
+            if sp < A2C_SPEED_TARGET:
+                why.append(f"speed-up {sp:.2f}×, {A2C_SPEED_TARGET / sp:.1f}× short")
+            if st > A2C_STEPS_TARGET:
+                why.append(f"{st:.2f}× SB3's env steps")
+            if c.solved < c.n:
+                why.append(f"{c.n - c.solved} seed(s) unsolved")
+            out.append(
+                f"- {env}, {m}: {sp:.1f}× faster to solve than SB3 (per-seed "
+                f"{min(c.speedup):.1f}–{max(c.speedup):.1f}×), {st:.2f}× its env steps "
+                f"({min(c.steps_ratio):.2f}–{max(c.steps_ratio):.2f}), solved "
+                f"{c.solved}/{c.n}. Target (≥ {A2C_SPEED_TARGET:g}× faster with ≤ "
+                f"{A2C_STEPS_TARGET:g}× the env steps): "
+                + ("met." if ok else "**not met** (" + "; ".join(why) + ")."))
+    return out
+
+
+def render_a2c(doc: dict[str, Any], path: Path) -> str:
+    """Section for ``bench_a2c.py`` results."""
+    cfg = doc["config"]
+    runs = [r for r in doc["runs"] if not r.get("warmup")]
+    envs = [e for e in cfg["envs"] if any(r["env_id"] == e for r in runs)]
+    thresholds = dict(zip(cfg["envs"], cfg["thresholds"], strict=True))
+    methods = _a2c_method_order({r["method"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    cells = _a2c_cells(runs)
+    out = [
+        "Environments and thresholds: "
+        + ", ".join(f"{e} (solved when the mean return of the last 100 training "
+                    f"episodes reaches {thresholds[e]:g})" for e in envs)
+        + f". Budget cap {cfg['max_timesteps']:,} env steps per run (a run that has "
+        f"not solved by then counts as unsolved and is shown as such). Seeds {seeds} "
+        f"({len(seeds)} per environment, interleaved: seed loop outer, then the "
+        "environment, then the methods in an order rotated per seed). "
+        "Hyper-parameters: stable-baselines3's A2C defaults for both (learning rate "
+        "7e-4, `n_steps=5`, γ=0.99, λ=1, RMSProp ε=1e-5, `max_grad_norm=0.5`, "
+        "`vf_coef=0.5`, no entropy bonus, separate 64-64 tanh policy and value MLPs), "
+        "mapped by `_common.sb3_a2c_equivalent`; HSA2C's own defaults `push_every=10`, "
+        "`prefetch=True`.",
+        "",
+        "Methods:",
+        "",
+        *[f"- `{m}`: {A2C_METHOD_TEXT.get(m, m)}." for m in methods],
+        "",
+        "Measured: **time to solve** = SB3: `learn()` wall until its callback stops "
+        "it at the step that completes the crossing (model and environment "
+        "construction not included, listed below); HSA2C: the whole `fit()` wall, "
+        "which includes environment inspection, the parameter-server start, the "
+        "steps taken after the crossing until every worker sees the stop flag, and "
+        "collecting the results. **Env steps** = at the stop (SB3: `num_timesteps`, "
+        "equal to the crossing step; HSA2C: `num_timesteps_`); *crossing step* = "
+        "the logged step of the episode at which the last-100 mean first reached the "
+        "threshold (HSA2C: from `episode_timesteps_`/`episode_returns_`, in the "
+        "server's arrival order). **Steps/s** = env steps ÷ time to solve. "
+        f"**Eval return** = mean over {cfg['eval_episodes']} deterministic episodes "
+        "of the final policy (not timed). **Peak memory** = peak PSS summed over the "
+        "run's processes (driver, and the Dask workers for HSA2C). Each run is a "
+        "fresh interpreter; the HSA2C clusters (one per layout) are started once, "
+        "warmed up by excluded short fits on each environment, and reused.",
+        "",
+        "Reproduce (from the repository root):",
+        "",
+        "```",
+        doc["command"],
+        "python benchmarks/summarize.py",
+        "```",
+        "",
+        machine_block(doc),
+    ]
+    loads = [r["loadavg_before"][0] for r in runs]
+    if loads:
+        cores = doc["machine"]["cores"]
+        out.append(
+            f"- 1-minute load average when each run started: median {med(loads):.2f}, "
+            f"range {min(loads):.2f}–{max(loads):.2f} on {cores} cores"
+            + (" — **other processes were competing for the cores**." if
+               med(loads) > 1.2 else "."))
+    waits = doc.get("load_waits", [])
+    if waits:
+        total = sum(w["waited_s"] for w in waits)
+        noisy = [w["phase"] for w in waits if not w["quiet"]]
+        out.append(
+            f"- Each phase (start, then each seed) waited for the 1-minute load to "
+            f"drop to ≤ {cfg['max_load']} (at most {cfg['max_load_wait']:.0f} s "
+            f"before the first run, "
+            f"{cfg.get('seed_load_wait', cfg['max_load_wait']):.0f} s before each "
+            "later seed): "
+            f"{total:.0f} s of waiting in all"
+            + (f"; started anyway above it: {', '.join(noisy)}." if noisy else
+               "; every phase started below it."))
+    snap = doc.get("snapshot")
+    if snap:
+        what = ("the last commit" if snap["source"] == "head"
+                else "the working tree, uncommitted edits included")
+        out.append(f"- Code measured: {what} (`{(snap.get('commit') or '?')[:12]}`), "
+                   "copied to a temporary directory at the start (source digest "
+                   f"`{snap['digest']}`).")
+    dig = doc.get("worktree_digest", {})
+    if dig.get("end") and dig["end"] != dig["start"]:
+        out.append("- The repository's `dask_dpsgd/` changed while the benchmark ran "
+                   "(not the measured snapshot).")
+    out += ["", "### Time and env steps to solve", ""]
+    rows = []
+    for env in envs:
+        for m in methods:
+            c = cells.get((env, m))
+            if c is None:
+                continue
+            is_ref = m == "sb3"
+            rows.append([
+                env, f"`{m}`", str(c.envs[0]) if len(c.envs) == 1 else str(c.envs),
+                f"{c.solved}/{c.n}",
+                _solved_spread(c, c.time_solved, ".2f"),
+                "1 (reference)" if is_ref else _ratio_cell(c.speedup, ".1f", c),
+                _solved_spread(c, c.steps, ",.0f"),
+                "1 (reference)" if is_ref else _ratio_cell(c.steps_ratio, ".2f", c),
+                _solved_spread(c, c.cross, ",.0f"),
+                "1" if is_ref else _ratio_cell(c.cross_ratio, ".2f", c),
+            ])
+    out.append(table(
+        ["env", "method", "envs", "solved", "time to solve (s)",
+         "speed-up vs SB3 (SB3 time ÷ time)", "env steps at stop",
+         "env steps ÷ SB3", "crossing step", "crossing step ÷ SB3"],
+        rows, "lll" + "r" * 7))
+    out += [
+        "",
+        "Cells: median [min–max] over the solved seeds (unsolved seeds counted "
+        "beside them). Ratios are per seed (same environment, same seed number) "
+        "against SB3 over the seeds where both solved, then median [min–max]; the "
+        "two libraries draw different random streams from the same seed, so the "
+        "pairing is by seed number, not by trajectory.",
+        "",
+        "### Throughput, quality, memory",
+        "",
+    ]
+    rows = []
+    for env in envs:
+        for m in methods:
+            c = cells.get((env, m))
+            if c is None:
+                continue
+            rows.append([
+                env, f"`{m}`", spread(c.rate, ",.0f"),
+                "1 (reference)" if m == "sb3" else spread(c.rate_ratio, ".1f"),
+                spread(c.eval_mean, ".1f"), spread(c.cpu_util, ".2f"),
+                spread(c.pss, ",.0f")])
+    out.append(table(["env", "method", "env steps/s", "steps/s ÷ SB3",
+                      "eval return (final policy)", "CPU cores busy",
+                      "peak memory (MiB)"], rows, "ll" + "r" * 5))
+    out += [
+        "",
+        "*Env steps/s* = env steps at the stop ÷ time to solve (all seeds, solved or "
+        "not). *CPU cores busy* = CPU seconds of all the run's processes ÷ that "
+        "time. *Eval return*: median [min–max] over seeds of the per-run mean.",
+        "",
+    ]
+    png = path.with_suffix(".png")
+    if _plot_a2c(png, cells, envs, methods):
+        out += [f"![ratios to stable-baselines3](results/{png.name})", ""]
+    out += ["### Against the target", "",
+            "Target (issue): at least 5× faster than SB3 to solve, median over seeds, "
+            "with no more than 1.5× its env steps.", "",
+            *_a2c_verdict(cells, envs, methods), ""]
+    rows = []
+    for env in envs:
+        for m in methods:
+            rs = [r for r in runs if r["env_id"] == env and r["method"] == m
+                  and "hsa2c" in r]
+            if not rs:
+                continue
+            h = [r["hsa2c"] for r in rs]
+            rows.append([
+                env, f"`{m}`", spread([r["fit_overhead_s"] for r in rs], ".2f"),
+                spread([r["steps"] - r["crossing_step"] for r in rs if r["solved"]],
+                       ",.0f"),
+                spread([x["n_updates_"] for x in h], ",.0f"),
+                spread([x["n_pushes_sent_"] for x in h], ",.0f"),
+                spread([x["staleness_mean_"] for x in h], ".2f"),
+                str(max(x["staleness_max_"] for x in h)),
+                str(sum(x["n_updates_rejected_"] for x in h))])
+    if rows:
+        out += ["### HSA2C details", "",
+                table(["env", "layout", "fit overhead (s)", "steps after crossing",
+                       "updates", "pushes", "staleness mean", "staleness max",
+                       "rejected"], rows, "ll" + "r" * 7), "",
+                "*Fit overhead* = `fit()` wall minus the training loop's last "
+                "`history_` time (environment inspection, cluster probe, "
+                "parameter-server start, final stats and snapshot). *Steps after "
+                "crossing* = env steps at the stop minus the crossing step (pushes "
+                "in flight and the stop flag's round trip). With `prefetch=True` a "
+                "push is answered one push later, so staleness is ≈ 1 even with one "
+                "worker.", ""]
+    sb = [r for r in runs if r["method"] == "sb3"]
+    bits = []
+    if sb:
+        bits.append("SB3 model + environment construction "
+                    f"{spread([r['construct_s'] for r in sb], '.2f')} s per run")
+    starts = doc.get("cluster_start_s", {})
+    for w in doc.get("warmups", []):
+        bits.append(f"`{w['method']}` {w['env_id']} warm-up fit "
+                    f"({w['max_timesteps']:,} steps) {w['time_s']:.2f} s")
+    bits += [f"`{k}` cluster start {v:.1f} s" for k, v in starts.items()]
+    if bits:
         out += ["Excluded from the tables: " + "; ".join(bits) + ".", ""]
     return "\n".join(out)
 
@@ -387,6 +742,7 @@ def render_generic(doc: dict[str, Any], path: Path) -> str:
 
 RENDERERS: dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]] = {
     "lda": ("LDA: DPSVI vs scikit-learn and gensim on NIPS", render_lda),
+    "a2c": ("A2C: HSA2C vs stable-baselines3 on CartPole and Acrobot", render_a2c),
 }
 
 NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"
