@@ -47,6 +47,10 @@ from dask_dpsgd._orchestration.serving import serving, start_server
 logger = logging.getLogger(__name__)
 
 
+# Rollout batch (n_steps x n_envs samples) from which the gradient is split over threads.
+PARALLEL_MIN_BATCH = 512
+
+
 @dataclass(frozen=True, slots=True)
 class HSA2CConfig:
     """Hyper-parameters a worker needs (plain values)."""
@@ -115,7 +119,12 @@ def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
                  threads: int, seed: Any, token: str = "") -> dict[str, Any]:
     """One worker's whole training (see the module docstring)."""
     numba.set_num_threads(threads)
-    parallel = threads > 1
+    # Split the gradient over threads only when the batch is worth it: A2C's default
+    # batch (5 steps x 8 envs = 40 samples) is tens of microseconds of work, and two
+    # OpenMP threads meeting at a barrier every update cost more than they save (the
+    # benchmark measured 38k vs 46k steps/s idle, and a collapse to 2-4k steps/s when
+    # another process takes a core). Measured break-even is in the hundreds of samples.
+    parallel = threads > 1 and cfg.n_steps * cfg.n_envs >= PARALLEL_MIN_BATCH
     rng = np.random.default_rng(seed)
     env = make_vector_env(spec, cfg.n_envs)
     try:

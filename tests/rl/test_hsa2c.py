@@ -87,7 +87,11 @@ def test_one_worker_one_core_is_deterministic(client):
 
 
 def test_threads_do_not_change_the_result(client):
-    kw = dict(total_timesteps=4_000, random_state=3, n_workers=1)
+    # 8 steps x 64 envs = 512 samples: large enough that 2 threads split the gradient.
+    from dask_dpsgd._orchestration.hsa2c import PARALLEL_MIN_BATCH
+
+    assert 8 * 64 >= PARALLEL_MIN_BATCH
+    kw = dict(total_timesteps=8_192, n_steps=8, n_envs=64, random_state=3, n_workers=1)
     a = HSA2CAgent("CartPole-v1", threads_per_worker=1, **kw).fit()
     b = HSA2CAgent("CartPole-v1", threads_per_worker=2, **kw).fit()
     np.testing.assert_allclose(a.params_, b.params_, rtol=1e-9, atol=1e-12)
