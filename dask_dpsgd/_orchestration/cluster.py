@@ -76,6 +76,16 @@ def _inside_worker_or_daemon() -> bool:
     return bool(multiprocessing.current_process().daemon)
 
 
+def current_workers(client: Any) -> list[str]:
+    """Addresses of the cluster's workers, asked of the scheduler now.
+
+    Not ``client.scheduler_info()``: it returns the client's shared cached identity,
+    which a periodic refresh overwrites with a totals-only copy whose ``workers`` is
+    empty; read at the wrong moment, every worker looks gone (seen in CI).
+    """
+    return sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+
+
 def _worker_probe(dask_worker: distributed.Worker) -> dict[str, object]:
     """Facts a worker reports about its own cores and numba (``client.run`` on it)."""
     import numba
@@ -210,7 +220,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
 
 def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
             threads_per_worker: int | None, cap: int | None = None) -> ClusterHandle:
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = current_workers(client)
     if not workers:
         raise RuntimeError(
             "the Dask client has no workers; start some (cluster.scale(...)) or wait for "
@@ -242,5 +252,5 @@ class WorkerLostError(RuntimeError):
 
 def lost_workers(client: Any, addresses: list[str]) -> list[str]:
     """Which of ``addresses`` are no longer workers of the client's cluster."""
-    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    alive = set(current_workers(client))
     return [a for a in addresses if a not in alive]
