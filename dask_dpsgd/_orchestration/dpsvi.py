@@ -39,7 +39,12 @@ from dask_dpsgd._orchestration.cluster import (
     lost_workers,
 )
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
-from dask_dpsgd._orchestration.serving import serving, start_server
+from dask_dpsgd._orchestration.serving import (
+    merge_counts,
+    merge_histograms,
+    serving,
+    start_server,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -366,10 +371,6 @@ class _Checkpoint:
     history: list[dict[str, Any]] | None = None
 
 
-_COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-             "bytes_pushed", "bytes_pulled", "staleness_sum")
-
-
 def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig, *,
               first_step: int, start_pass: int, n_passes: int, warmup_updates: int,
               evaluate_every: int, perp_tol: float, entropy: int,
@@ -509,14 +510,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     base_hist = ckpt.histogram if ckpt.histogram is not None else np.zeros(0, np.int64)
 
     def totals(stats: dict[str, Any], hist: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        counts = {k: base_counts.get(k, 0) + stats[k] for k in _COUNTERS}
-        counts["staleness_max"] = max(base_counts.get("staleness_max", 0),
-                                      stats["staleness_max"])
-        n = max(len(hist), len(base_hist))
-        merged = np.zeros(n, dtype=np.int64)
-        merged[:len(hist)] += hist
-        merged[:len(base_hist)] += base_hist
-        return counts, merged
+        return merge_counts(base_counts, stats), merge_histograms(base_hist, hist)
 
     with serving(client, addresses, token, server_future, server):
         for p in range(ckpt.passes_done, n_passes):

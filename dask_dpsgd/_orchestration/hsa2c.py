@@ -42,7 +42,12 @@ from dask_dpsgd._orchestration.cluster import (
 )
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
-from dask_dpsgd._orchestration.serving import serving, start_server
+from dask_dpsgd._orchestration.serving import (
+    merge_counts,
+    merge_histograms,
+    serving,
+    start_server,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -376,22 +381,6 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
             segment += 1
 
 
-def _merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """Server counters of earlier segments plus this one's."""
-    keys = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-            "bytes_pushed", "bytes_pulled", "staleness_sum")
-    out = {k: base.get(k, 0) + stats[k] for k in keys}
-    out["staleness_max"] = max(base.get("staleness_max", 0), stats["staleness_max"])
-    return out
-
-
-def _merge_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.zeros(max(len(a), len(b)), dtype=np.int64)
-    out[:len(a)] += a
-    out[:len(b)] += b
-    return out
-
-
 def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                  state: dict[str, Any], totals: dict[str, Any], obs_dim: int, *,
                  entropy: int, segment: int, max_staleness: int | None,
@@ -436,7 +425,7 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
             # The in-memory checkpoint a recovery restarts from.
             state["theta"] = snap["theta"]
             state["raw"] = snap
-            counts = _merge_counts(totals["counts"], stats)
+            counts = merge_counts(totals["counts"], stats)
             elapsed = time.perf_counter() - t0
             record = {
                 "time/elapsed_s": elapsed,
@@ -458,8 +447,8 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         hist = np.trim_zeros(server.staleness_histogram().result(), "b")
         _, snap = server.snapshot().result()
     del server
-    counts = _merge_counts(totals["counts"], stats)
-    merged = _merge_hist(totals["histogram"], hist)
+    counts = merge_counts(totals["counts"], stats)
+    merged = merge_histograms(totals["histogram"], hist)
     n = counts["n_applied"]
     stats = {**stats, **counts,
              "staleness_mean": counts["staleness_sum"] / n if n else 0.0}

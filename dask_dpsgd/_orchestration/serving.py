@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
 from dask_dpsgd._orchestration.pusher import abort_segment, close_server
 from dask_dpsgd._server.actor import ParameterServer
@@ -70,3 +72,23 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
         if addresses[0] not in gone:
             close_server(server)
         client.cancel([server_future])
+
+
+# Server counters that add up across the segments of one fit.
+COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
+            "bytes_pushed", "bytes_pulled", "staleness_sum")
+
+
+def merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Counters of earlier segments (``base``) plus this segment's server ``stats``."""
+    out = {k: base.get(k, 0) + stats[k] for k in COUNTERS}
+    out["staleness_max"] = max(base.get("staleness_max", 0), stats["staleness_max"])
+    return out
+
+
+def merge_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two staleness histograms of different lengths."""
+    out = np.zeros(max(len(a), len(b)), dtype=np.int64)
+    out[:len(a)] += a
+    out[:len(b)] += b
+    return out
