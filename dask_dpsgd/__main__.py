@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dask_dpsgd._utils._validation import PARALLELISM
+
 CORPUS = "corpus"
 CLUSTER = "cluster"
 OUTPUT = "output"
@@ -83,6 +85,9 @@ class LDAArgs(ClusterArgs):
     """Dask workers (default: sized from this machine's cores, or all the cluster's)."""
     threads_per_worker: int | None = None
     """Numba threads per worker (default: the worker's share of its host's cores)."""
+    parallelism: str = _opt("auto", choices=PARALLELISM)
+    """The engine's mode: serial (1 worker x 1 core), hogwild (1 worker x its cores),
+    parameter-server (workers x 1 core), dpsgd (both), auto (sized to the cluster)."""
     random_state: int = 0
     """Seed of the initial topics, of every worker's random stream and of the
     held-out split."""
@@ -132,6 +137,9 @@ class A2CArgs(ClusterArgs):
     """Dask workers (default: sized from this machine's cores, or all the cluster's)."""
     threads_per_worker: int | None = None
     """Numba threads per worker (default: the worker's share of its host's cores)."""
+    parallelism: str = _opt("auto", choices=PARALLELISM)
+    """The engine's mode: serial (1 worker x 1 core), hogwild (1 worker x its cores),
+    parameter-server (workers x 1 core), dpsgd (both), auto (sized to the cluster)."""
     random_state: int = 0
     """Seed of the initial parameters and of every worker's random stream."""
     n_eval_episodes: int = 20
@@ -398,6 +406,7 @@ def run_a2c(args: A2CArgs) -> dict[str, object]:
                        target_return=target, n_envs=args.n_envs,
                        n_workers=args.n_workers,
                        threads_per_worker=args.threads_per_worker,
+                       parallelism=args.parallelism,
                        random_state=args.random_state, verbose=args.verbose)
     t0 = time.perf_counter()
     with _cluster(args):
@@ -408,7 +417,8 @@ def run_a2c(args: A2CArgs) -> dict[str, object]:
     print(f"\nTrained on {args.env} for {agent.num_timesteps_} steps in "
           f"{seconds:.1f} s ({agent.num_timesteps_ / seconds:.0f} steps/s) on "
           f"{agent.n_workers_} worker(s) x {agent.threads_per_worker_} numba "
-          f"thread(s); {len(agent.episode_returns_)} episodes, staleness mean "
+          f"thread(s) ({agent.parallelism_}); {len(agent.episode_returns_)} episodes, "
+          f"staleness mean "
           f"{agent.staleness_mean_:.2f} max {agent.staleness_max_}")
     print(f"mean return of the last {len(last)} training episodes: {last.mean():.1f}")
     print(f"evaluation return (deterministic, {args.n_eval_episodes} episodes): "
@@ -446,13 +456,15 @@ def run_lda(args: LDAArgs) -> dict[str, object]:
         n_components=args.n_components, max_iter=args.max_iter,
         batch_size=args.batch_size, evaluate_every=args.evaluate_every,
         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
-        random_state=args.random_state, verbose=args.verbose)
+        parallelism=args.parallelism, random_state=args.random_state,
+        verbose=args.verbose)
     t0 = time.perf_counter()
     with _cluster(args):
         lda.fit(X_train)
     seconds = time.perf_counter() - t0
     print(f"\nTrained {args.n_components} topics in {seconds:.1f} s on "
-          f"{lda.n_workers_} worker(s) x {lda.threads_per_worker_} numba thread(s); "
+          f"{lda.n_workers_} worker(s) x {lda.threads_per_worker_} numba thread(s) "
+          f"({lda.parallelism_}); "
           f"{lda.n_updates_applied_} updates, staleness mean "
           f"{lda.staleness_mean_:.2f} max {lda.staleness_max_}")
     topics = []

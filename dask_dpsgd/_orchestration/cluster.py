@@ -23,10 +23,13 @@ from typing import Any
 
 import distributed
 
+from dask_dpsgd._utils._validation import PARALLELISM
+
 logger = logging.getLogger(__name__)
 
-# Cores per worker when the embedded cluster is sized automatically. The paper's bound
-# cores <= T^(1/4) is comfortably met by 4 for any run of more than 256 updates.
+# Upper bound on cores per worker when the embedded cluster is sized automatically. The
+# paper's bound cores <= T^(1/4) is comfortably met by 4 for any run of more than 256
+# updates.
 AUTO_CORES_PER_WORKER = 4
 
 
@@ -103,6 +106,19 @@ def _worker_probe(dask_worker: distributed.Worker) -> dict[str, object]:
     }
 
 
+def _auto_threads(cores: int) -> int:
+    """Threads per worker for ``cores`` cores: the divisor of ``cores`` nearest ``cores**(1/3)``.
+
+    The paper's bounds (cores <= T^(1/4), workers <= T^(1/2)) let workers grow as the
+    square of the cores per worker; ``P = C^(1/3)``, ``M = C / P`` keeps ``P^2 ~ M``.
+    2 cores: 2 workers x 1; 4: 2 x 2; 8: 4 x 2; 16: 8 x 2; 64: 16 x 4.
+    """
+    target = cores ** (1.0 / 3.0)
+    divisors = [d for d in range(1, min(cores, AUTO_CORES_PER_WORKER) + 1)
+                if cores % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), d))
+
+
 def default_layout(n_workers: int | None, threads_per_worker: int | None,
                    cores: int) -> tuple[int, int]:
     """Workers and threads for an embedded cluster on a machine with ``cores`` cores.
@@ -110,7 +126,8 @@ def default_layout(n_workers: int | None, threads_per_worker: int | None,
     Parameters
     ----------
     n_workers, threads_per_worker : int or None
-        The user's choice; ``None`` is filled in so that their product is ``cores``.
+        The user's choice; ``None`` is filled in so that their product is ``cores``
+        (both ``None``: see :func:`_auto_threads`).
     cores : int
 
     Returns
@@ -118,13 +135,76 @@ def default_layout(n_workers: int | None, threads_per_worker: int | None,
     (n_workers, threads_per_worker)
     """
     if n_workers is None and threads_per_worker is None:
-        threads_per_worker = min(cores, AUTO_CORES_PER_WORKER)
+        threads_per_worker = _auto_threads(cores)
         n_workers = max(1, cores // threads_per_worker)
     elif n_workers is None:
         n_workers = max(1, cores // threads_per_worker)
     elif threads_per_worker is None:
         threads_per_worker = max(1, cores // n_workers)
     return n_workers, threads_per_worker
+
+
+def mode_layout(parallelism: str, n_workers: int | None,
+                threads_per_worker: int | None) -> tuple[int | None, int | None]:
+    """Apply a ``parallelism`` mode to the user's ``n_workers`` / ``threads_per_worker``.
+
+    Parameters
+    ----------
+    parallelism : {"auto", "serial", "hogwild", "parameter-server", "dpsgd"}
+        ``"serial"``: 1 worker x 1 core. ``"hogwild"``: 1 worker x all its cores (or
+        ``threads_per_worker``). ``"parameter-server"``: all workers (or ``n_workers``)
+        x 1 core. ``"dpsgd"``: several workers x several cores each. ``"auto"``: the
+        user's ``n_workers`` / ``threads_per_worker`` as given, the rest sized to the
+        cluster (DPSGD where the cluster allows it).
+    n_workers, threads_per_worker : int or None
+        The user's explicit choices; a choice the mode contradicts is an error.
+
+    Returns
+    -------
+    (n_workers, threads_per_worker)
+        Either may be ``None`` (sized from the cluster by :func:`resolve_cluster`).
+    """
+    if parallelism not in PARALLELISM:
+        raise ValueError(f"parallelism={parallelism!r} is not one of {PARALLELISM}")
+
+    def fixed(name: str, given: int | None, value: int) -> int:
+        if given is not None and given != value:
+            raise ValueError(
+                f"parallelism={parallelism!r} runs {value} {name.replace('_', ' ')}, "
+                f"but {name}={given} was given; drop {name} or choose another "
+                f"parallelism (one of {PARALLELISM})")
+        return value
+
+    def several(name: str, given: int | None) -> int | None:
+        if given == 1:
+            raise ValueError(
+                f"parallelism={parallelism!r} needs more than one "
+                f"{name.replace('_', ' ')[:-1] if name.endswith('s') else name}, but "
+                f"{name}=1 was given; use parallelism="
+                f"{'hogwild' if name == 'n_workers' else 'parameter-server'!r} for that")
+        return given
+
+    if parallelism == "serial":
+        return fixed("n_workers", n_workers, 1), fixed("threads_per_worker",
+                                                       threads_per_worker, 1)
+    if parallelism == "hogwild":
+        return (fixed("n_workers", n_workers, 1),
+                several("threads_per_worker", threads_per_worker))
+    if parallelism == "parameter-server":
+        return (several("n_workers", n_workers),
+                fixed("threads_per_worker", threads_per_worker, 1))
+    if parallelism == "dpsgd":
+        return (several("n_workers", n_workers),
+                several("threads_per_worker", threads_per_worker))
+    return n_workers, threads_per_worker
+
+
+def effective_mode(slots: tuple[WorkerSlot, ...] | list[WorkerSlot]) -> str:
+    """The mode a fit actually ran in, from its workers and their threads."""
+    many_threads = any(s.threads > 1 for s in slots)
+    if len(slots) == 1:
+        return "hogwild" if many_threads else "serial"
+    return "dpsgd" if many_threads else "parameter-server"
 
 
 def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
@@ -161,7 +241,7 @@ def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
 
 @contextlib.contextmanager
 def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
-                    *, thread_cap: int | None = None,
+                    *, parallelism: str = "auto", thread_cap: int | None = None,
                     verbose: int = 0) -> Iterator[ClusterHandle]:
     """Yield the cluster a fit runs on; close it afterwards if it was started here.
 
@@ -173,6 +253,10 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         the machine, see :func:`default_layout`).
     threads_per_worker : int or None
         Numba threads per worker; ``None`` budgets them from each worker's cores.
+    parallelism : str
+        The engine's mode (:func:`mode_layout`); a mode other than ``"auto"`` that the
+        cluster cannot give (``"dpsgd"`` on a 2-core machine, ``"parameter-server"`` on a
+        1-worker cluster, ...) is an error, never silently another mode.
     thread_cap : int or None
         Upper bound on the budgeted threads (scikit-learn's ``n_jobs``).
     verbose : int
@@ -182,15 +266,21 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     ------
     ClusterHandle
     """
+    n_workers, threads_per_worker = mode_layout(parallelism, n_workers,
+                                                threads_per_worker)
     try:
         client = distributed.default_client()
     except ValueError:
         client = None
     if client is not None:
-        yield _handle(client, False, n_workers, threads_per_worker, thread_cap)
+        yield _check_mode(parallelism, _handle(client, False, n_workers,
+                                               threads_per_worker, thread_cap))
         return
 
-    m, p = default_layout(n_workers, threads_per_worker, machine_cores())
+    cores = machine_cores()
+    if parallelism == "dpsgd" and n_workers is None and threads_per_worker is None:
+        threads_per_worker = max(2, _auto_threads(cores))
+    m, p = default_layout(n_workers, threads_per_worker, cores)
     if threads_per_worker is None and thread_cap is not None:
         p = min(p, thread_cap)
     processes = not _inside_worker_or_daemon()
@@ -211,11 +301,24 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     with distributed.LocalCluster(**cluster_kwargs) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client, \
             client.as_current():
-        handle = _handle(client, True, m, p, None)
+        handle = _check_mode(parallelism, _handle(client, True, m, p, None))
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
                         "dashboard %s", m, p, handle.dashboard_link)
         yield handle
+
+
+def _check_mode(parallelism: str, handle: ClusterHandle) -> ClusterHandle:
+    """Refuse to run a mode other than the one asked for."""
+    got = effective_mode(handle.slots)
+    if parallelism not in ("auto", got):
+        layout = " + ".join(str(s.threads) for s in handle.slots)
+        raise ValueError(
+            f"parallelism={parallelism!r} cannot run here: the cluster gives "
+            f"{len(handle.slots)} worker(s) with {layout} numba thread(s), which is "
+            f"{got!r}. Give the cluster more workers/cores (or set n_workers / "
+            "threads_per_worker), or use parallelism='auto'")
+    return handle
 
 
 def _handle(client: distributed.Client, owned: bool, n_workers: int | None,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+#: The values of the estimators' ``parallelism`` parameter (the engine's mode; see
+#: ``dask_dpsgd._orchestration.cluster.mode_layout``).
+PARALLELISM = ("auto", "serial", "hogwild", "parameter-server", "dpsgd")
+
 
 def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
     """Check a document-word count matrix: finite, non-negative, not all zero.

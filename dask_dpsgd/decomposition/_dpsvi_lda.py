@@ -21,10 +21,14 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
-from dask_dpsgd._orchestration.cluster import resolve_cluster
+from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
 from dask_dpsgd._utils._checkpoint import load_checkpoint, save_checkpoint
-from dask_dpsgd._utils._validation import check_counts, check_counts_finite_nonneg
+from dask_dpsgd._utils._validation import (
+    PARALLELISM,
+    check_counts,
+    check_counts_finite_nonneg,
+)
 from dask_dpsgd.exceptions import StaleUpdatesWarning, WorkerLostWarning
 
 
@@ -112,6 +116,18 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         Numba threads (cores) per worker for the E-step (``None``: each worker's cores
         shared among the workers of this fit on the same host, or its
         ``NUMBA_NUM_THREADS`` if set).
+    parallelism : {"auto", "serial", "hogwild", "parameter-server", "dpsgd"}, \
+default="auto"
+        The engine's mode: ``"serial"`` (1 worker x 1 core), ``"hogwild"`` (lock-free
+        cores only: 1 worker x all its cores), ``"parameter-server"`` (asynchronous
+        workers only: all workers x 1 core), ``"dpsgd"`` (both: several workers x
+        several cores). ``"auto"``: ``n_workers`` / ``threads_per_worker`` as given and
+        the rest sized to the cluster, which is DPSGD wherever the cluster has room for
+        it (embedded cluster: ``P`` = the divisor of the core count ``C`` nearest
+        ``C^(1/3)`` cores per worker, ``C / P`` workers, after the paper's bounds
+        cores <= T^(1/4), workers <= T^(1/2); 2 cores: 2 workers x 1). A mode the cluster
+        cannot give, or that contradicts ``n_workers`` / ``threads_per_worker``, is an
+        error. The mode run is in ``parallelism_``.
     prefetch : bool, default=False
         Overlap each worker's next E-step with its previous push (the worker computes on
         parameters that lack its own last update). ``False`` waits for the reply, which
@@ -153,6 +169,9 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined when ``X`` has string column names.
+    parallelism_ : str
+        The mode the last fit ran in (``"serial"``, ``"hogwild"``,
+        ``"parameter-server"`` or ``"dpsgd"``), from its workers and threads.
     n_workers_ : int
         Workers trained on.
     threads_per_worker_ : list of int
@@ -192,8 +211,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     discarded). Up to 3 recoveries per fit; each is logged, warned about and recorded in
     ``recovery_events_``.
 
-    The embedded cluster has ``max(1, cores // 4)`` worker processes of
-    ``cores / n_workers`` numba threads each unless ``n_workers`` /
+    The embedded cluster is sized by ``parallelism`` (see there) unless ``n_workers`` /
     ``threads_per_worker`` say otherwise.
 
     References
@@ -234,6 +252,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         "random_state": ["random_state"],
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
         "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
+        "parallelism": [StrOptions(set(PARALLELISM))],
         "prefetch": ["boolean"],
         "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
         "warmup_updates": [Interval(Integral, 0, None, closed="left")],
@@ -245,7 +264,8 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                  max_iter=10, batch_size=128, evaluate_every=-1, total_samples=1e6,
                  perp_tol=1e-1, mean_change_tol=1e-3, max_doc_update_iter=100,
                  n_jobs=None, verbose=0, random_state=None, n_workers=None,
-                 threads_per_worker=None, prefetch=False, max_staleness=None,
+                 threads_per_worker=None, parallelism="auto",
+                 prefetch=False, max_staleness=None,
                  warmup_updates=10, checkpoint_path=None):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
@@ -265,6 +285,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         self.random_state = random_state
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
+        self.parallelism = parallelism
         self.prefetch = prefetch
         self.max_staleness = max_staleness
         self.warmup_updates = warmup_updates
@@ -277,7 +298,8 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64"]
         # Several workers apply pushes in arrival order, which varies run to run.
-        tags.non_deterministic = self.n_workers != 1
+        tags.non_deterministic = (self.n_workers != 1
+                                  and self.parallelism not in ("serial", "hogwild"))
         return tags
 
     def _check_params_vs_input(self) -> None:
@@ -369,6 +391,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
             entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
         bar = None
         with resolve_cluster(self.n_workers, self.threads_per_worker,
+                             parallelism=self.parallelism,
                              thread_cap=self._thread_cap(),
                              verbose=self.verbose) as handle:
             if self.verbose:
@@ -400,6 +423,7 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
                     bar.close()
             self.n_workers_ = len(handle.slots)
             self.threads_per_worker_ = [s.threads for s in handle.slots]
+            self.parallelism_ = effective_mode(handle.slots)
         self.components_ = np.ascontiguousarray(result.lam.T)
         self._update_exp_dirichlet()
         self.n_batch_iter_ = result.n_batch_iter

@@ -13,9 +13,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from dask_dpsgd._kernels import nn
-from dask_dpsgd._orchestration.cluster import resolve_cluster
+from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
 from dask_dpsgd._orchestration.hsa2c import HSA2CConfig, act, run_episodes, run_hsa2c
+from dask_dpsgd._utils._validation import PARALLELISM
 from dask_dpsgd.exceptions import WorkerLostWarning
 
 
@@ -80,6 +81,12 @@ class HSA2CAgent(BaseEstimator):
     threads_per_worker : int, default=None
         Numba threads per worker for the gradient (``None``: the worker's share of its
         host's cores).
+    parallelism : {"auto", "serial", "hogwild", "parameter-server", "dpsgd"}, \
+default="auto"
+        The engine's mode, as for :class:`DPSVILatentDirichletAllocation`: 1 x 1,
+        1 worker x its cores (gradient split over threads), workers x 1 core, or
+        several x several; ``"auto"`` sizes the rest of ``n_workers`` /
+        ``threads_per_worker`` to the cluster. The mode run is in ``parallelism_``.
     max_staleness : int, default=None
         Reject pushes staler than this (counted in ``n_updates_rejected_``).
     env_kwargs : dict, default=None
@@ -114,6 +121,9 @@ class HSA2CAgent(BaseEstimator):
     recovery_events_ : list of dict
         One record per lost worker the fit survived (it continues on the workers left
         from the state polled last, about every 0.5 s; the updates since are lost).
+    parallelism_ : str
+        The mode the last fit ran in (``"serial"``, ``"hogwild"``,
+        ``"parameter-server"`` or ``"dpsgd"``), from its workers and threads.
     n_workers_ : int
     threads_per_worker_ : list of int
 
@@ -161,6 +171,7 @@ class HSA2CAgent(BaseEstimator):
         "prefetch": ["boolean"],
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
         "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
+        "parallelism": [StrOptions(set(PARALLELISM))],
         "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
         "env_kwargs": [None, dict],
         "random_state": ["random_state"],
@@ -173,7 +184,8 @@ class HSA2CAgent(BaseEstimator):
                  normalize_observations=False, clip_obs=10.0, net_arch=(64, 64),
                  activation="tanh", log_std_init=0.0, total_timesteps=100_000,
                  target_return=None, n_envs=8, push_every=10, prefetch=True,
-                 n_workers=None, threads_per_worker=None, max_staleness=None,
+                 n_workers=None, threads_per_worker=None, parallelism="auto",
+                 max_staleness=None,
                  env_kwargs=None, random_state=None, verbose=0):
         self.env = env
         self.learning_rate = learning_rate
@@ -198,6 +210,7 @@ class HSA2CAgent(BaseEstimator):
         self.prefetch = prefetch
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
+        self.parallelism = parallelism
         self.max_staleness = max_staleness
         self.env_kwargs = env_kwargs
         self.random_state = random_state
@@ -205,7 +218,8 @@ class HSA2CAgent(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.n_workers != 1
+        tags.non_deterministic = (self.n_workers != 1
+                                  and self.parallelism not in ("serial", "hogwild"))
         tags.requires_fit = True
         return tags
 
@@ -262,6 +276,7 @@ class HSA2CAgent(BaseEstimator):
 
         bar = None
         with resolve_cluster(self.n_workers, self.threads_per_worker,
+                             parallelism=self.parallelism,
                              verbose=self.verbose) as handle:
             if self.verbose:
                 bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
@@ -288,6 +303,7 @@ class HSA2CAgent(BaseEstimator):
                     bar.close()
             self.n_workers_ = len(handle.slots)
             self.threads_per_worker_ = [s.threads for s in handle.slots]
+            self.parallelism_ = effective_mode(handle.slots)
         self.layout_ = layout
         self.params_ = result.theta
         self.obs_mean_ = result.obs_mean if self.normalize_observations else None

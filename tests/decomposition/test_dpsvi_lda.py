@@ -29,22 +29,26 @@ def _texts(X, vocab, n):
 
 
 @pytest.mark.parametrize("random_state", [0, 1])
-@pytest.mark.parametrize(("n_workers", "threads"), [(1, 1), (1, 2), (2, 1)])
-def test_recovers_known_topics(client, n_workers, threads, random_state):
+@pytest.mark.parametrize(("parallelism", "threads"),
+                         [("serial", [1]), ("hogwild", [2]), ("parameter-server", [1, 1]),
+                          ("dpsgd", [2, 2])])
+def test_recovers_known_topics(client, parallelism, threads, random_state):
+    """Every mode of the engine, on the 2-worker x 2-thread test cluster."""
     K = 4
     X, word_topic = synthetic_corpus(n_docs=300, n_topics=K, words_per_topic=15,
                                      doc_len=80, seed=1)
     lda = LDA(n_components=K, max_iter=10, batch_size=32, learning_offset=2.0,
-              doc_topic_prior=0.1, random_state=random_state, n_workers=n_workers,
-              threads_per_worker=threads).fit(X)
+              doc_topic_prior=0.1, random_state=random_state,
+              parallelism=parallelism).fit(X)
     # Each learned topic puts almost all its mass on one true topic's words...
     topic_word = lda.components_ / lda.components_.sum(axis=1, keepdims=True)
     mass = np.stack([topic_word[:, word_topic == t].sum(axis=1) for t in range(K)], 1)
     assert mass.max(axis=1).min() > 0.9
     # ... and the K learned topics cover the K true ones.
     assert sorted(mass.argmax(axis=1)) == list(range(K))
-    assert lda.n_workers_ == n_workers
-    assert lda.threads_per_worker_ == [threads] * n_workers
+    assert lda.parallelism_ == parallelism
+    assert lda.threads_per_worker_ == threads
+    assert lda.n_workers_ == len(threads)
     assert lda.n_iter_ == 10
     assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_
     assert lda.n_updates_applied_ == 10 * int(np.ceil(300 / 32))
@@ -252,7 +256,10 @@ def test_wrong_feature_count_in_transform(client, nips):
      ({"batch_size": -1}, "batch_size"), ({"n_workers": 0}, "n_workers"),
      ({"threads_per_worker": 99}, "at most 2 numba threads"),
      ({"learning_method": "batch"}, "learning_method='batch' is not supported"),
-     ({"n_workers": 5}, "only 2 worker")],
+     ({"n_workers": 5}, "only 2 worker"), ({"parallelism": "fast"}, "parallelism"),
+     ({"parallelism": "parameter-server", "threads_per_worker": 2},
+      "threads_per_worker=2"),
+     ({"parallelism": "hogwild", "n_jobs": 1}, "'hogwild' cannot run here")],
 )
 def test_invalid_parameters(client, nips, params, match):
     with pytest.raises(ValueError, match=match):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dask_dpsgd._orchestration.cluster import _budget, default_layout, resolve_cluster
+from dask_dpsgd._orchestration.cluster import (
+    WorkerSlot,
+    _budget,
+    default_layout,
+    effective_mode,
+    mode_layout,
+    resolve_cluster,
+)
 from dask_dpsgd._orchestration.dpsvi import _shard_rows, warmup_schedule
 from dask_dpsgd._orchestration.pusher import Pusher
 from dask_dpsgd._server.actor import ParameterServer
@@ -13,11 +20,66 @@ from dask_dpsgd._server.actor import ParameterServer
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [((None, None, 2), (1, 2)), ((None, None, 8), (2, 4)), ((2, None, 2), (2, 1)),
-     ((None, 1, 2), (2, 1)), ((3, 1, 2), (3, 1)), ((None, None, 1), (1, 1))],
+    [((None, None, 2), (2, 1)), ((None, None, 4), (2, 2)), ((None, None, 8), (4, 2)),
+     ((None, None, 16), (8, 2)), ((None, None, 64), (16, 4)), ((None, None, 3), (3, 1)),
+     ((2, None, 2), (2, 1)), ((None, 2, 2), (1, 2)), ((3, 1, 2), (3, 1)),
+     ((None, None, 1), (1, 1))],
 )
 def test_default_layout(args, expected):
     assert default_layout(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "given", "expected"),
+    [("auto", (None, None), (None, None)), ("auto", (3, 2), (3, 2)),
+     ("serial", (None, None), (1, 1)), ("serial", (1, 1), (1, 1)),
+     ("hogwild", (None, None), (1, None)), ("hogwild", (None, 4), (1, 4)),
+     ("parameter-server", (None, None), (None, 1)), ("parameter-server", (3, None), (3, 1)),
+     ("dpsgd", (None, None), (None, None)), ("dpsgd", (2, 2), (2, 2))],
+)
+def test_mode_layout(mode, given, expected):
+    assert mode_layout(mode, *given) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "given", "match"),
+    [("serial", (2, None), "runs 1 n workers, but n_workers=2"),
+     ("serial", (None, 2), "threads_per_worker=2"),
+     ("hogwild", (2, None), "n_workers=2"),
+     ("hogwild", (None, 1), "threads_per_worker=1 was given; use parallelism='parameter"),
+     ("parameter-server", (1, None), "n_workers=1 was given; use parallelism='hogwild'"),
+     ("parameter-server", (None, 2), "threads_per_worker=2"),
+     ("dpsgd", (1, 2), "more than one"), ("dpsgd", (2, 1), "more than one"),
+     ("fast", (None, None), "parallelism='fast' is not one of")],
+)
+def test_mode_layout_refuses_contradictions(mode, given, match):
+    with pytest.raises(ValueError, match=match):
+        mode_layout(mode, *given)
+
+
+@pytest.mark.parametrize(
+    ("threads", "mode"),
+    [((1,), "serial"), ((2,), "hogwild"), ((1, 1, 1), "parameter-server"),
+     ((2, 1), "dpsgd"), ((2, 2), "dpsgd")],
+)
+def test_effective_mode(threads, mode):
+    assert effective_mode([WorkerSlot(str(i), t) for i, t in enumerate(threads)]) == mode
+
+
+def test_resolve_applies_the_mode_to_the_client(client):
+    """Each mode on the 2-worker x 2-thread test cluster; impossible ones are refused."""
+    layouts = {}
+    for mode in ("serial", "hogwild", "parameter-server", "auto"):
+        with resolve_cluster(None, None, parallelism=mode) as handle:
+            layouts[mode] = [s.threads for s in handle.slots]
+    assert layouts == {"serial": [1], "hogwild": [2], "parameter-server": [1, 1],
+                       "auto": [2, 2]}
+    with resolve_cluster(None, None, parallelism="dpsgd") as handle:
+        assert effective_mode(handle.slots) == "dpsgd"
+    # n_jobs=1 (thread_cap) leaves one thread per worker: not the lock-free level.
+    with pytest.raises(ValueError, match="'hogwild' cannot run here.*'serial'"), \
+            resolve_cluster(None, None, parallelism="hogwild", thread_cap=1):
+        pass
 
 
 def _probe(host, cores, max_threads, env=None):

@@ -45,13 +45,15 @@ class _NaNRewardEnv(gym.Env):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("n_workers", "threads"), [(1, 1), (2, 1)])
-def test_cartpole_learns(client, n_workers, threads):
+@pytest.mark.parametrize(("parallelism", "n_workers"),
+                         [("serial", 1), ("parameter-server", 2)])
+def test_cartpole_learns(client, parallelism, n_workers):
     agent = HSA2CAgent("CartPole-v1", total_timesteps=400_000, target_return=475,
-                       random_state=0, n_workers=n_workers,
-                       threads_per_worker=threads).fit()
+                       random_state=0, parallelism=parallelism).fit()
     assert agent.score(n_episodes=20, random_state=0) >= 195
     assert agent.n_workers_ == n_workers
+    assert agent.threads_per_worker_ == [1] * n_workers
+    assert agent.parallelism_ == parallelism
     assert agent.n_pushes_sent_ == agent.n_updates_applied_ + agent.n_updates_rejected_
     assert agent.num_timesteps_ == agent.history_[-1]["time/total_timesteps"]
     # Early stop on the target: the budget was not spent.
@@ -149,7 +151,9 @@ def test_non_finite_reward_fails_the_fit_with_its_cause(client):
     ("params", "match"),
     [({"n_steps": 0}, "n_steps"), ({"gamma": 1.5}, "gamma"),
      ({"net_arch": (64, 0)}, "net_arch"), ({"activation": "elu"}, "activation"),
-     ({"env": 3}, "env")],
+     ({"env": 3}, "env"), ({"parallelism": "fast"}, "parallelism"),
+     ({"parallelism": "serial", "n_workers": 2}, "runs 1 n workers, but n_workers=2"),
+     ({"parallelism": "dpsgd", "threads_per_worker": 1}, "needs more than one")],
 )
 def test_invalid_parameters(client, params, match):
     with pytest.raises((ValueError, TypeError), match=match):
