@@ -551,7 +551,8 @@ def _json_default(obj: Any) -> Any:
 
 # DPSVILatentDirichletAllocation parameters with no counterpart in the anchors: they
 # only say where and how the same algorithm is distributed.
-_DISTRIBUTION_ONLY = ("n_workers", "threads_per_worker", "prefetch", "max_staleness",
+_DISTRIBUTION_ONLY = ("n_workers", "threads_per_worker", "parallelism", "prefetch",
+                      "max_staleness",
                       "client")
 _SKLEARN_SHARED = ("n_components", "doc_topic_prior", "topic_word_prior",
                    "learning_method", "learning_decay", "learning_offset", "max_iter",

@@ -749,7 +749,15 @@ NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"
                       r"<!-- /notes:(?P=name) -->", re.S)
 
 
+def _renderers() -> dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]]:
+    """:data:`RENDERERS` plus those of the other ``summarize_*`` modules."""
+    import summarize_modes
+
+    return {**RENDERERS, **summarize_modes.RENDERERS}
+
+
 def main(results_dir: Path, output: Path) -> Path:
+    renderers = _renderers()
     notes = {}
     if output.exists():
         notes = {m["name"]: m["body"] for m in NOTES_RE.finditer(output.read_text())}
@@ -758,8 +766,8 @@ def main(results_dir: Path, output: Path) -> Path:
         doc = json.loads(p.read_text())
         if "kind" in doc and "runs" in doc:
             docs.append((p, doc))
-    docs.sort(key=lambda pd: (list(RENDERERS).index(pd[1]["kind"])
-                              if pd[1]["kind"] in RENDERERS else len(RENDERERS),
+    docs.sort(key=lambda pd: (list(renderers).index(pd[1]["kind"])
+                              if pd[1]["kind"] in renderers else len(renderers),
                               pd[0].name))
     parts = [
         "# Benchmark results",
@@ -769,11 +777,11 @@ def main(results_dir: Path, output: Path) -> Path:
         "everything else is overwritten on the next run.",
         "",
     ]
-    parts += [f"- [{RENDERERS.get(d['kind'], (d['kind'],))[0]}](#{_anchor(p)})"
+    parts += [f"- [{renderers.get(d['kind'], (d['kind'],))[0]}](#{_anchor(p)})"
               for p, d in docs]
     parts.append("")
     for p, doc in docs:
-        title, render = RENDERERS.get(doc["kind"], (doc["kind"], render_generic))
+        title, render = renderers.get(doc["kind"], (doc["kind"], render_generic))
         name = p.stem
         body = notes.get(name, "_No notes yet._\n")
         parts += [
