@@ -16,3 +16,19 @@ import numba
 # Respect an explicit user choice (environment variable), otherwise insist on a safe layer.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
+
+
+def sync_numba_config() -> None:
+    """Re-read the ``NUMBA_*`` environment variables unless numba's pool has started.
+
+    A Dask nanny applies its ``env=`` (``NUMBA_NUM_THREADS`` sized for the worker) after
+    the worker process has imported numba when a spawned worker re-imports the user's
+    script (MECHANICS.md D5), so numba's config still holds the machine's core count.
+    The thread pool would then start at that size, and the next compilation (a cold
+    cache: a fresh install) re-reads the environment, sees ``NUMBA_NUM_THREADS`` changed
+    after the pool started, and raises. Called first thing on every worker of a fit.
+    """
+    from numba.np.ufunc import parallel
+
+    if not parallel._is_initialized:
+        numba.core.config.reload_config()

@@ -93,6 +93,10 @@ def _worker_probe(dask_worker: distributed.Worker) -> dict[str, object]:
     """Facts a worker reports about its own cores and numba (``client.run`` on it)."""
     import numba
 
+    from dask_dpsgd._kernels import sync_numba_config
+
+    sync_numba_config()
+
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
