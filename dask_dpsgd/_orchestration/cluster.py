@@ -69,14 +69,13 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _inside_worker_or_daemon() -> bool:
-    """Whether a process-based cluster cannot be started here (MECHANICS.md D8)."""
+def _inside_worker() -> bool:
+    """Whether this code runs in a Dask worker's task (MECHANICS.md D8)."""
     try:
         distributed.get_worker()
-        return True
     except ValueError:
-        pass
-    return bool(multiprocessing.current_process().daemon)
+        return False
+    return True
 
 
 def current_workers(client: Any) -> list[str]:
@@ -280,6 +279,14 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         yield _check_mode(parallelism, _handle(client, False, n_workers,
                                                threads_per_worker, thread_cap))
         return
+    if _inside_worker():
+        # Fitting inside a Dask task (dask-ml's Incremental calls partial_fit in one):
+        # use that task's cluster, seceded from the worker's thread pool so that the
+        # fit's own tasks can run on this worker too.
+        with distributed.worker_client() as client:
+            yield _check_mode(parallelism, _handle(client, False, n_workers,
+                                                   threads_per_worker, thread_cap))
+        return
 
     cores = machine_cores()
     if parallelism == "dpsgd" and n_workers is None and threads_per_worker is None:
@@ -287,12 +294,15 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     m, p = default_layout(n_workers, threads_per_worker, cores)
     if threads_per_worker is None and thread_cap is not None:
         p = min(p, thread_cap)
-    processes = not _inside_worker_or_daemon()
+    # A daemon process (a multiprocessing pool's worker) cannot start processes.
+    processes = not multiprocessing.current_process().daemon
     cluster_kwargs = dict(
         n_workers=m,
         threads_per_worker=1,
         processes=processes,
         host="127.0.0.1",
+        # Threads-only clusters default to inproc://, which refuses a host.
+        protocol="tcp://",
         dashboard_address="127.0.0.1:0",
         # Workers' own nanny-level restarts would lose the parameter server silently.
         silence_logs=logging.ERROR,

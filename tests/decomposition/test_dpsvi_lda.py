@@ -309,3 +309,17 @@ def test_serial_run_is_sklearn_online_lda_given_the_same_random_draws(nips, monk
     assert np.median(rel) < 1e-8
     assert ours.n_batch_iter_ == theirs.n_batch_iter_
     assert ours.bound_ == pytest.approx(theirs.bound_, rel=1e-7)
+
+
+def _fit_in_task(X):
+    lda = LDA(n_components=3, max_iter=1, random_state=0).fit(X)
+    return lda.n_workers_, lda.n_updates_applied_
+
+
+def test_fit_inside_a_dask_task_uses_that_cluster(client, nips):
+    """dask-ml's Incremental calls partial_fit inside a task: the fit must use the
+    task's own cluster (seceded from the worker's one thread), not start another."""
+    X = nips[0][:100]
+    n_workers, applied = client.submit(_fit_in_task, X, pure=False).result(timeout=120)
+    assert n_workers == 2
+    assert applied == 1
