@@ -27,6 +27,8 @@ def _run(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.Completed
          "held-out perplexity"),
         ("lda_existing_cluster.py", ["--max-iter", "1"], "2 workers x [1, 1] threads"),
         ("lda_pipeline_gridsearch.py", ["--n-docs", "80"], "document-topic shape: (3,"),
+        ("lda_dask_ml.py", ["--n-docs", "300", "--block", "100", "--n-components", "3"],
+         "document-topic shape: (300, 3), rows sum to 1: True"),
         ("hsa2c_cartpole.py", ["--total-timesteps", "3000", "--plot", "curve.png"],
          "evaluation return"),
     ],
