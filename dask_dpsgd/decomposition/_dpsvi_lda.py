@@ -150,8 +150,11 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     doc_topic_prior_, topic_word_prior_ : float
         Priors used.
     random_state_ : RandomState instance
+        Generator built from ``random_state`` by ``fit`` (or the first
+        ``partial_fit``).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of features (words) seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string column names.
     n_workers_ : int
         Workers trained on.
