@@ -166,8 +166,11 @@ default="auto"
     doc_topic_prior_, topic_word_prior_ : float
         Priors used.
     random_state_ : RandomState instance
+        Generator built from ``random_state`` by ``fit`` (or the first
+        ``partial_fit``).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of features (words) seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string column names.
     parallelism_ : str
         The mode the last fit ran in (``"serial"``, ``"hogwild"``,

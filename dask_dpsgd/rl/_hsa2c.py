@@ -362,7 +362,9 @@ default="auto"
 
         Parameters
         ----------
-        obs : array-like of shape observation_shape_ or (n, *observation_shape_)
+        obs : array-like
+            One observation of shape ``observation_shape_`` or a batch of shape
+            ``(n, *observation_shape_)``.
         deterministic : bool, default=True
             The most likely action (mean for Box) instead of a sample.
 
