@@ -6,12 +6,10 @@ The documents are a Dask array whose row blocks are loaded by tasks (here: slice
 the bundled NIPS corpus; in practice, files read by each task).
 
 * ``dask_ml.wrappers.Incremental`` feeds the blocks to ``partial_fit`` one after the
-  other. Each ``partial_fit`` is itself distributed: DPSVI spreads the block's
-  minibatches over the cluster's workers and the parameter server. For that,
-  ``partial_fit`` must run in this process, where the Dask client is: dask-ml runs it
-  as a task of the graph it computes, so compute that graph with the synchronous
-  scheduler. (As a task on a worker there is no client, and the estimator cannot start
-  its embedded cluster inside a worker.)
+  other. Each ``partial_fit`` is itself distributed: dask-ml runs it as a task on a
+  worker, and from there DPSVI spreads the block's minibatches over the same cluster's
+  workers and the parameter server (the task steps out of its worker's thread pool
+  while it waits, so the fit's own tasks can run on that worker too).
 * ``dask_ml.wrappers.ParallelPostFit`` fits on an in-memory sample, then transforms the
   whole Dask array block by block, in parallel on the workers: the fitted estimator
   holds plain arrays, so it is shipped to the workers without any cluster state.
@@ -61,8 +59,7 @@ def main(n_docs: int, block: int, n_components: int) -> None:
             n_components=n_components, total_samples=n_docs, random_state=0),
             random_state=0)
         t0 = time.perf_counter()
-        with dask.config.set(scheduler="synchronous"):  # partial_fit next to the client
-            inc.fit(X)
+        inc.fit(X)
         lda = inc.estimator_
         print(f"Incremental: {X.numblocks[0]} partial_fit calls in "
               f"{time.perf_counter() - t0:.1f} s on {lda.n_workers_} workers, "
