@@ -23,6 +23,8 @@ from typing import Any
 
 import distributed
 
+from dask_dpsgd._orchestration.live import metrics_page_url
+
 logger = logging.getLogger(__name__)
 
 # Cores per worker when the embedded cluster is sized automatically. The paper's bound
@@ -214,7 +216,8 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         handle = _handle(client, True, m, p, None)
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
-                        "dashboard %s", m, p, handle.dashboard_link)
+                        "dashboard %s; live training metrics %s", m, p,
+                        handle.dashboard_link, metrics_page_url(handle.dashboard_link))
         yield handle
 
 
