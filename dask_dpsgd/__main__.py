@@ -168,6 +168,17 @@ def _require_jobqueue() -> Any:
     return dask_jobqueue
 
 
+def _print_dashboard(client: Any) -> None:
+    """Print Dask's dashboard link and, next to it, the live training metrics page."""
+    from dask_dpsgd._orchestration.live import metrics_page_url
+
+    link = client.dashboard_link
+    print(f"Dask dashboard: {link}", flush=True)
+    page = metrics_page_url(link)
+    if page:
+        print(f"Live training metrics (while fitting): {page}", flush=True)
+
+
 @contextlib.contextmanager
 def _cluster(args: ClusterArgs) -> Iterator[None]:
     """Make the chosen cluster's client the default one while the fit runs.
@@ -178,7 +189,7 @@ def _cluster(args: ClusterArgs) -> Iterator[None]:
 
     if args.scheduler_address:
         with distributed.Client(args.scheduler_address) as client:
-            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            _print_dashboard(client)
             yield
     elif args.slurm_jobs is not None:
         jobqueue = _require_jobqueue()
@@ -222,7 +233,7 @@ def _slurm_client(jobqueue: Any, args: ClusterArgs) -> Iterator[None]:
         walltime=args.slurm_walltime, queue=args.slurm_queue,
         job_script_prologue=[f"export NUMBA_NUM_THREADS={cores}"],
     ) as cluster, distributed.Client(cluster) as client:
-        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+        _print_dashboard(client)
         cluster.scale(jobs=args.slurm_jobs)
         print(f"waiting for {args.slurm_jobs} SLURM job(s) to start their "
               "workers...", flush=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import distributed
 
+from dask_dpsgd._orchestration.live import metrics_page_url
 from dask_dpsgd._utils._validation import PARALLELISM
 
 logger = logging.getLogger(__name__)
@@ -318,7 +319,8 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         handle = _check_mode(parallelism, _handle(client, True, m, p, None))
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
-                        "dashboard %s", m, p, handle.dashboard_link)
+                        "dashboard %s; live training metrics %s", m, p,
+                        handle.dashboard_link, metrics_page_url(handle.dashboard_link))
         yield handle
 
 

@@ -20,6 +20,7 @@ This module holds no arithmetic: kernels do the maths, the server state does the
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -38,8 +39,10 @@ from dask_dpsgd._orchestration.cluster import (
     WorkerLostError,
     lost_workers,
 )
+from dask_dpsgd._orchestration.live import LiveMetrics
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import (
+    counts_record,
     merge_counts,
     merge_histograms,
     serving,
@@ -326,13 +329,14 @@ def _n_rows(shard: Shard) -> int:
 
 
 def _gather_round(futures: list[Any], addresses: list[str] | None = None,
-                  poll: float = 1.0) -> list[Any]:
+                  poll: float = 1.0, on_poll: Any = None) -> list[Any]:
     """Wait for one round of tasks; raise the first error at once, cancelling the rest.
 
     Tasks are pinned to their workers, so a task whose worker died would wait forever
     for it: every ``poll`` seconds the workers in ``addresses`` are checked, and a lost
     one raises :class:`WorkerLostError` (as does an error explained by a lost worker,
-    e.g. the parameter server's worker gone).
+    e.g. the parameter server's worker gone). ``on_poll()``, if given, is called at
+    each check that found every worker alive (live metrics).
     """
     client = futures[0].client
     addresses = addresses or []
@@ -354,6 +358,8 @@ def _gather_round(futures: list[Any], addresses: list[str] | None = None,
                 raise WorkerLostError(lost)
             failed[0].result()  # raises the worker's exception here, promptly
         pending = [f for f in pending if not f.done()]
+        if pending and on_poll is not None:
+            on_poll()
     return [f.result() for f in futures]
 
 
@@ -377,7 +383,8 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
               max_staleness: int | None, compute_train_bound: bool,
               progress: Any = None, on_checkpoint: Any = None,
               raw0: dict[str, np.ndarray] | None = None,
-              max_recoveries: int = 3) -> tuple[DPSVIResult, list[dict[str, Any]]]:
+              max_recoveries: int = 3, live: LiveMetrics | None = None
+              ) -> tuple[DPSVIResult, list[dict[str, Any]]]:
     """Place the shards and train, recovering from lost workers.
 
     After every pass the driver keeps ``lambda`` and the counters (an in-memory
@@ -407,6 +414,8 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
     on_checkpoint : callable or None
     max_recoveries : int
         Lost-worker recoveries allowed before giving up.
+    live : LiveMetrics or None
+        Publisher of the dashboard's live metrics (see :func:`_run_passes`).
 
     Returns
     -------
@@ -437,7 +446,7 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
                     evaluate_every=evaluate_every, perp_tol=perp_tol, entropy=entropy,
                     max_staleness=max_staleness,
                     compute_train_bound=compute_train_bound, progress=progress,
-                    on_checkpoint=on_checkpoint)
+                    on_checkpoint=on_checkpoint, live=live)
             return result, events
         except WorkerLostError as exc:
             if len(events) >= max_recoveries:
@@ -461,7 +470,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
                 evaluate_every: int, perp_tol: float, entropy: int,
                 max_staleness: int | None, compute_train_bound: bool,
-                progress: Any = None, on_checkpoint: Any = None) -> DPSVIResult:
+                progress: Any = None, on_checkpoint: Any = None,
+                live: LiveMetrics | None = None) -> DPSVIResult:
     """Passes ``ckpt.passes_done .. n_passes - 1`` on the placed shards.
 
     Parameters
@@ -487,6 +497,10 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     compute_train_bound : bool
         Evaluate the training perplexity after the last pass (scikit-learn's ``bound_``).
     progress, on_checkpoint : callable or None
+    live : LiveMetrics or None
+        Gets every pass's record and, during a pass, the server's counters about once
+        a second (one actor call, only when a record is due), with the perplexity of
+        the last evaluated pass: what the dashboard's live page plots.
 
     Returns
     -------
@@ -512,6 +526,16 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     def totals(stats: dict[str, Any], hist: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         return merge_counts(base_counts, stats), merge_histograms(base_hist, hist)
 
+    def live_poll(server: Any, passes_done: int) -> None:
+        # Mid-pass: the counters only (no bound is computed for the dashboard).
+        if live is not None and live.due():
+            stats = server.stats().result()
+            record = {"pass": passes_done,
+                      **counts_record(merge_counts(base_counts, stats))}
+            if last_perp is not None:
+                record["train/perplexity"] = last_perp
+            live.publish(record)
+
     with serving(client, addresses, token, server_future, server):
         for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
@@ -524,14 +548,14 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                               pure=False)
                 for w, s in enumerate(slots)
             ]
-            results = _gather_round(futures, addresses)
+            results = _gather_round(futures, addresses,
+                                    on_poll=functools.partial(live_poll, server, p))
             elapsed = time.perf_counter() - t0
             stats = server.stats().result()
             hist = server.staleness_histogram().result()
             version, snap = server.snapshot().result()
             counts, merged = totals(stats, np.trim_zeros(hist, "b"))
             docs = sum(r["docs"] for r in results)
-            n_applied = counts["n_applied"]
             record: dict[str, Any] = {
                 "pass": p + 1,
                 "time/elapsed_s": time.perf_counter() - t_start,
@@ -539,12 +563,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 "time/docs_per_s": docs / elapsed if elapsed > 0 else float("nan"),
                 "time/compute_s": sum(r["compute_s"] for r in results),
                 "time/wait_s": sum(r["wait_s"] for r in results),
-                "train/updates": n_applied,
-                "train/staleness_mean": (counts["staleness_sum"] / n_applied
-                                         if n_applied else 0.0),
-                "train/staleness_max": counts["staleness_max"],
-                "comm/bytes_pushed": counts["bytes_pushed"],
-                "comm/bytes_pulled": counts["bytes_pulled"],
+                **counts_record(counts),
             }
             stop = False
             if evaluate_every > 0 and (p + 1) % evaluate_every == 0:
@@ -566,6 +585,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 on_checkpoint(ckpt.lam, ckpt.raw, ckpt.step, ckpt.passes_done)
             if progress is not None:
                 progress(record)
+            if live is not None:
+                live.publish(record, force=True)
             if stop:
                 break
         train_perp = None

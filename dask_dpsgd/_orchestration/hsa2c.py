@@ -41,8 +41,10 @@ from dask_dpsgd._orchestration.cluster import (
     lost_workers,
 )
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
+from dask_dpsgd._orchestration.live import LiveMetrics
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import (
+    counts_record,
     merge_counts,
     merge_histograms,
     serving,
@@ -315,7 +317,8 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
 def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
               theta0: np.ndarray, obs_dim: int, *, entropy: int,
               max_staleness: int | None, poll_interval: float = 0.5,
-              progress: Any = None, max_recoveries: int = 3
+              progress: Any = None, max_recoveries: int = 3,
+              live: LiveMetrics | None = None
               ) -> tuple[HSA2CResult, list[dict[str, Any]]]:
     """Train an actor-critic by HSA2C on the cluster's workers, surviving lost workers.
 
@@ -343,6 +346,8 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     progress : callable or None
         Called with each history record.
     max_recoveries : int
+    live : LiveMetrics or None
+        Gets each history record (the dashboard's live page plots them).
 
     Returns
     -------
@@ -362,7 +367,8 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                 result = _run_segment(handle, spec, cfg, state, totals, obs_dim,
                                       entropy=entropy, segment=segment,
                                       max_staleness=max_staleness,
-                                      poll_interval=poll_interval, progress=progress)
+                                      poll_interval=poll_interval, progress=progress,
+                                      live=live)
             return result, events
         except WorkerLostError as exc:
             if len(events) >= max_recoveries:
@@ -384,7 +390,8 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
 def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                  state: dict[str, Any], totals: dict[str, Any], obs_dim: int, *,
                  entropy: int, segment: int, max_staleness: int | None,
-                 poll_interval: float, progress: Any) -> HSA2CResult:
+                 poll_interval: float, progress: Any,
+                 live: LiveMetrics | None = None) -> HSA2CResult:
     """One parameter server and one task per worker, until done or a worker is lost."""
     client = handle.client
     token = uuid.uuid4().hex[:8]
@@ -433,15 +440,15 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                 "time/steps_per_s": prog["total_steps"] / elapsed if elapsed else 0.0,
                 "rollout/ep_rew_mean": prog["mean_return_100"],
                 "rollout/episodes": prog["n_episodes"],
-                "train/pushes": counts["n_applied"],
-                "train/staleness_mean": stats["staleness_mean"],
-                "train/staleness_max": counts["staleness_max"],
-                "comm/bytes_pushed": counts["bytes_pushed"],
-                "comm/bytes_pulled": counts["bytes_pulled"],
+                # Applied pushes, over every segment of the fit.
+                **counts_record(counts),
             }
             history.append(record)
             if progress is not None:
                 progress(record)
+            if live is not None:
+                # The last record (all tasks done) carries the final counters.
+                live.publish(record, force=not pending)
         results = [f.result() for f in futures]
         stats = server.stats().result()
         hist = np.trim_zeros(server.staleness_histogram().result(), "b")

@@ -86,6 +86,18 @@ def merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def counts_record(counts: dict[str, Any]) -> dict[str, Any]:
+    """The history/live-metrics keys of merged server counters (:func:`merge_counts`)."""
+    n = counts["n_applied"]
+    return {
+        "train/updates": n,
+        "train/staleness_mean": counts["staleness_sum"] / n if n else 0.0,
+        "train/staleness_max": counts["staleness_max"],
+        "comm/bytes_pushed": counts["bytes_pushed"],
+        "comm/bytes_pulled": counts["bytes_pulled"],
+    }
+
+
 def merge_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sum of two staleness histograms of different lengths."""
     out = np.zeros(max(len(a), len(b)), dtype=np.int64)

@@ -23,6 +23,7 @@ from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
+from dask_dpsgd._orchestration.live import live_metrics
 from dask_dpsgd._utils._checkpoint import load_checkpoint, save_checkpoint
 from dask_dpsgd._utils._validation import (
     PARALLELISM,
@@ -192,6 +193,10 @@ default="auto"
     history_ : list of dict
         One record per pass: ``time/docs_per_s``, ``train/staleness_mean``,
         ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
+    live_metrics_url_ : str or None
+        The last fit's page of live curves on the Dask dashboard
+        (``.../dpsgd/status?fit=<id>``; see the README); None without a dashboard. It
+        lives as long as the cluster's scheduler.
 
     See Also
     --------
@@ -393,14 +398,19 @@ default="auto"
         if entropy is None:
             entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
         bar = None
+        title = f"DPSVI LDA, {self.n_components} topics, {n_passes} pass(es)"
         with resolve_cluster(self.n_workers, self.threads_per_worker,
                              parallelism=self.parallelism,
                              thread_cap=self._thread_cap(),
-                             verbose=self.verbose) as handle:
+                             verbose=self.verbose) as handle, \
+                live_metrics(handle.client, "lda", title,
+                             handle.dashboard_link) as live:
             if self.verbose:
                 bar = tqdm(total=n_passes, desc="DPSVI passes", unit="pass")
                 if handle.dashboard_link:
                     bar.write(f"Dask dashboard: {handle.dashboard_link}")
+                if live.url:
+                    bar.write(f"Live training metrics: {live.url}")
 
             def progress(record: dict[str, Any]) -> None:
                 if bar is not None:
@@ -420,7 +430,7 @@ default="auto"
                     evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
                     entropy=entropy, max_staleness=self.max_staleness,
                     compute_train_bound=compute_bound, progress=progress,
-                    on_checkpoint=on_checkpoint, raw0=raw0)
+                    on_checkpoint=on_checkpoint, raw0=raw0, live=live)
             finally:
                 if bar is not None:
                     bar.close()
@@ -449,6 +459,7 @@ default="auto"
         self.comm_bytes_pushed_ = stats["bytes_pushed"]
         self.comm_bytes_pulled_ = stats["bytes_pulled"]
         self.history_ = result.history
+        self.live_metrics_url_ = live.url
         if result.train_perplexity is not None:
             self.bound_ = result.train_perplexity
         if stats["n_received"] != result.pushes_sent or (

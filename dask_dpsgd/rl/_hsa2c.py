@@ -16,6 +16,7 @@ from dask_dpsgd._kernels import nn
 from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
 from dask_dpsgd._orchestration.hsa2c import HSA2CConfig, act, run_episodes, run_hsa2c
+from dask_dpsgd._orchestration.live import live_metrics
 from dask_dpsgd._utils._validation import PARALLELISM
 from dask_dpsgd.exceptions import WorkerLostWarning
 
@@ -118,6 +119,10 @@ default="auto"
     staleness_histogram_ : ndarray of int
     history_ : list of dict
         Progress records (``rollout/ep_rew_mean``, ``time/steps_per_s``, ...).
+    live_metrics_url_ : str or None
+        The last fit's page of live curves on the Dask dashboard
+        (``.../dpsgd/status?fit=<id>``; see the README); None without a dashboard. It
+        lives as long as the cluster's scheduler.
     recovery_events_ : list of dict
         One record per lost worker the fit survived (it continues on the workers left
         from the state polled last, about every 0.5 s; the updates since are lost).
@@ -275,14 +280,19 @@ default="auto"
         from tqdm.auto import tqdm
 
         bar = None
+        title = f"HSA2C {spec.name}, {int(self.total_timesteps)} timesteps"
         with resolve_cluster(self.n_workers, self.threads_per_worker,
                              parallelism=self.parallelism,
-                             verbose=self.verbose) as handle:
+                             verbose=self.verbose) as handle, \
+                live_metrics(handle.client, "a2c", title,
+                             handle.dashboard_link) as live:
             if self.verbose:
                 bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
                            unit="step")
                 if handle.dashboard_link:
                     bar.write(f"Dask dashboard: {handle.dashboard_link}")
+                if live.url:
+                    bar.write(f"Live training metrics: {live.url}")
 
             def progress(record: dict[str, Any]) -> None:
                 if bar is not None:
@@ -297,7 +307,7 @@ default="auto"
                 result, events = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
                                            entropy=entropy,
                                            max_staleness=self.max_staleness,
-                                           progress=progress)
+                                           progress=progress, live=live)
             finally:
                 if bar is not None:
                     bar.close()
@@ -328,6 +338,7 @@ default="auto"
         self.staleness_max_ = stats["staleness_max"]
         self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
         self.history_ = result.history
+        self.live_metrics_url_ = live.url
         self.recovery_events_ = events
         if events:
             lost = [a for e in events for a in e["workers"]]

@@ -1,0 +1,261 @@
+"""Live training metrics in the Dask dashboard (issue #6).
+
+While a fit runs, the driver publishes a small record of scalars (updates applied,
+updates/s, staleness, perplexity or mean episode return) about twice a second as a Dask
+*event* (``Client.log_event`` on the topic :data:`TOPIC`). A scheduler plugin,
+:class:`LiveMetricsPlugin`, registered by the client at fit time, keeps the records of
+the last fits in ring buffers and serves them from the scheduler's HTTP server (the
+dashboard's port):
+
+* ``<dashboard>/dpsgd/status``: a Bokeh page of live curves, like Dask's own pages;
+* ``<dashboard>/dpsgd/metrics.json``: the same series as plain JSON.
+
+Events rather than a custom RPC handler because they are Dask's own channel for this:
+they need nothing on the scheduler to be received (``client.get_events(TOPIC)`` reads
+them even where the plugin was refused), the plugin sees each one through the
+``SchedulerPlugin.log_event`` hook, and it replays those logged before it started. Any
+failure here (no dashboard, a scheduler that cannot import this package, an old
+scheduler) is logged at DEBUG and the fit goes on: metrics are a convenience, never a
+reason to fail a fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+logger = logging.getLogger(__name__)
+
+# Event topic of the published records, and the plugin's name on the scheduler.
+TOPIC = "dask-dpsgd-metrics"
+PLUGIN_NAME = "dask-dpsgd-live-metrics"
+# The pages live under <dashboard>/<ROUTE>/.
+ROUTE = "dpsgd"
+# Ring buffers: the last MAX_FITS fits, the last MAX_POINTS records of each (at two
+# records a second, a little over an hour).
+MAX_FITS = 20
+MAX_POINTS = 8192
+
+
+def metrics_page_url(dashboard_link: str | None, fit_id: str | None = None
+                     ) -> str | None:
+    """URL of the live metrics page next to Dask's ``.../status`` dashboard link."""
+    if not dashboard_link:
+        return None
+    base = dashboard_link.split("?", 1)[0]
+    if base.endswith("/status"):
+        base = base[:-len("/status")]
+    url = f"{base.rstrip('/')}/{ROUTE}/status"
+    return f"{url}?fit={fit_id}" if fit_id else url
+
+
+def _scalar(value: Any) -> float | int | str | None:
+    """A JSON- and msgpack-safe scalar: numpy numbers to Python, NaN/inf to None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int)):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class MetricsStore:
+    """The records of the last fits, in arrival order (pure bookkeeping, no Dask).
+
+    A message is a dict with ``fit`` (id) and ``event``: ``"start"`` (with ``kind`` and
+    ``title``), ``"point"`` (with ``point``, a dict of scalars under the metric keys of
+    ``history_``) or ``"end"`` (with ``status``).
+    """
+
+    def __init__(self, max_fits: int = MAX_FITS, max_points: int = MAX_POINTS) -> None:
+        self.max_fits = max_fits
+        self.max_points = max_points
+        self.fits: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def ingest(self, when: float, msg: Any) -> None:
+        """Record one message logged at time ``when`` (seconds since the epoch)."""
+        if not isinstance(msg, dict) or not isinstance(msg.get("fit"), str):
+            return
+        fit = self.fits.get(msg["fit"])
+        if fit is None:
+            fit = {"id": msg["fit"], "kind": None, "title": msg["fit"],
+                   "status": "running", "started": when, "updated": when,
+                   "points": deque(maxlen=self.max_points)}
+            self.fits[msg["fit"]] = fit
+            while len(self.fits) > self.max_fits:
+                self.fits.popitem(last=False)
+        fit["updated"] = when
+        event = msg.get("event")
+        if event == "start":
+            fit["kind"] = msg.get("kind")
+            fit["title"] = str(msg.get("title", fit["title"]))
+            fit["started"] = when
+        elif event == "point" and isinstance(msg.get("point"), dict):
+            fit["points"].append({"time": when, **msg["point"]})
+        elif event == "end":
+            fit["status"] = str(msg.get("status", "done"))
+
+    def latest_id(self) -> str | None:
+        """Id of the fit that started last."""
+        return next(reversed(self.fits), None)
+
+    def series(self, fit_id: str) -> dict[str, list[Any]]:
+        """Columns of one fit's records (a key missing from a record gives None)."""
+        points = list(self.fits[fit_id]["points"])
+        keys: dict[str, None] = {}
+        for p in points:
+            keys.update(dict.fromkeys(p))
+        return {k: [p.get(k) for p in points] for k in keys}
+
+    def summary(self, fit_id: str, with_series: bool = True) -> dict[str, Any]:
+        """One fit as a JSON-ready dict: identity, status, latest record, series."""
+        fit = self.fits[fit_id]
+        out = {k: fit[k] for k in ("id", "kind", "title", "status", "started",
+                                   "updated")}
+        out["n_points"] = len(fit["points"])
+        out["latest"] = fit["points"][-1] if fit["points"] else {}
+        if with_series:
+            out["series"] = self.series(fit_id)
+        return out
+
+
+class LiveMetricsPlugin(SchedulerPlugin):
+    """Scheduler plugin keeping the published records and serving the pages.
+
+    Registered by :func:`live_metrics` with ``client.register_plugin``; ``idempotent``
+    so a second fit on the same cluster keeps the first one's plugin (and history).
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.store = MetricsStore()
+
+    def start(self, scheduler: Any) -> None:
+        """Replay the records logged so far and add the HTTP routes (if any server)."""
+        for when, msg in scheduler.get_events(TOPIC):
+            self.store.ingest(when, msg)
+        app = getattr(scheduler, "http_application", None)
+        if app is None:
+            return
+        from dask_dpsgd._orchestration.live_page import add_routes
+
+        add_routes(app, scheduler)
+
+    def log_event(self, topic: str, msg: Any) -> None:
+        """Scheduler hook, called for every event logged on the cluster."""
+        if topic == TOPIC:
+            self.store.ingest(time.time(), msg)
+
+
+class LiveMetrics:
+    """The driver's publisher of one fit's live records.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    kind : {"lda", "a2c"}
+    title : str
+        Shown on the page.
+    dashboard_link : str or None
+        Dask's dashboard link; the page's URL is derived from it.
+    min_interval : float
+        Seconds between published records (unless forced).
+
+    Attributes
+    ----------
+    fit_id : str
+    url : str or None
+        The fit's page, or None without a dashboard.
+    """
+
+    def __init__(self, client: Any, kind: str, title: str,
+                 dashboard_link: str | None, min_interval: float = 0.4) -> None:
+        self.client = client
+        self.kind = kind
+        self.title = title
+        self.fit_id = f"{kind}-{uuid.uuid4().hex[:8]}"
+        self.url = metrics_page_url(dashboard_link, self.fit_id)
+        self.min_interval = min_interval
+        self._enabled = True
+        self._t0 = time.perf_counter()
+        self._last_t: float | None = None
+        self._last_updates: float | None = None
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if not self._enabled:
+            return
+        try:
+            self.client.log_event(TOPIC, msg)
+        except Exception as exc:  # a scheduler refusing events must not stop a fit
+            logger.debug("dask-dpsgd: live metrics off, log_event failed: %r", exc)
+            self._enabled = False
+
+    def open(self) -> None:
+        """Register the plugin (once per cluster) and announce the fit."""
+        try:
+            self.client.register_plugin(LiveMetricsPlugin())
+        except Exception as exc:  # no dashboard page; events still reach the scheduler
+            logger.debug("dask-dpsgd: live metrics page unavailable, the scheduler "
+                         "refused the plugin: %r", exc)
+            self.url = None
+        self._send({"fit": self.fit_id, "event": "start", "kind": self.kind,
+                    "title": self.title})
+
+    def due(self) -> bool:
+        """Whether a record would be published now (so callers can skip polling)."""
+        return (self._enabled and (self._last_t is None or time.perf_counter()
+                                   - self._last_t >= self.min_interval))
+
+    def publish(self, record: dict[str, Any], force: bool = False) -> None:
+        """Publish the scalars of ``record`` plus ``time/updates_per_s``.
+
+        ``time/updates_per_s`` is the rate of ``train/updates`` since the previous
+        record; records arriving sooner than ``min_interval`` are dropped unless
+        ``force``.
+        """
+        if not (force or self.due()):
+            return
+        now = time.perf_counter()
+        point = {k: _scalar(v) for k, v in record.items()
+                 if v is None or isinstance(v, (str, int, float))
+                 or hasattr(v, "__float__")}
+        # One clock for the whole fit (records' own elapsed times restart with each
+        # recovered segment), so the curves' x-axis only moves forward.
+        point["time/elapsed_s"] = now - self._t0
+        updates = point.get("train/updates")
+        if isinstance(updates, (int, float)):
+            if self._last_t is not None and self._last_updates is not None \
+                    and now > self._last_t:
+                point["time/updates_per_s"] = ((updates - self._last_updates)
+                                               / (now - self._last_t))
+            self._last_updates = updates
+        self._last_t = now
+        self._send({"fit": self.fit_id, "event": "point", "point": point})
+
+    def close(self, status: str) -> None:
+        """Mark the fit ``"done"`` or ``"failed"`` on the page."""
+        self._send({"fit": self.fit_id, "event": "end", "status": status})
+
+
+@contextlib.contextmanager
+def live_metrics(client: Any, kind: str, title: str,
+                 dashboard_link: str | None) -> Iterator[LiveMetrics]:
+    """A :class:`LiveMetrics` open for the body, closed as done or failed."""
+    live = LiveMetrics(client, kind, title, dashboard_link)
+    live.open()
+    try:
+        yield live
+    except BaseException:
+        live.close("failed")
+        raise
+    live.close("done")
