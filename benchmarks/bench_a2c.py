@@ -546,6 +546,14 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
 
     import distributed
 
+    if __name__ != "__main__":
+        # Imported by bench_a2c_modes.py: ship the client.run probes by value, as from
+        # __main__ (a user's cluster cannot import this script).
+        import sys
+
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     layouts = list(dict.fromkeys(parse_layout(text) for text in cfg.layouts))
     methods = (["sb3"] if cfg.sb3 else []) + [f"hsa2c-{m}x{p}" for m, p in layouts]
     if not methods:

@@ -944,9 +944,9 @@ def _modes_verdict(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
             f"{_solved_spread(c, c.time_solved, '.2f')} s). Target (≥ "
             f"{MODES_TARGET:g}× sooner than serial): "
             + ("met." if ok else "**not met** (" + "; ".join(why) + ").") + over
-            + (" Its threads did not split the gradient (see above): this is the "
-               "serial computation, so the gain is run-to-run variation, not "
-               "parallelism." if best in idle else ""))
+            + (" Its threads did not split the gradient (see above): it computes what "
+               "the same workers with one thread each compute, so its gain over that "
+               "layout is run-to-run variation, not threads." if best in idle else ""))
     return out
 
 
