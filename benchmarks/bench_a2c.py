@@ -40,7 +40,9 @@ a ``SLURMCluster``, ...), on the first M of its workers (each must allow P numba
 threads). Either way the layouts are warmed up by excluded short fits on each
 environment (they load the numba kernels into the workers), and each run's driver
 process connects to the cluster as a client. ``n_envs`` is per worker in HSA2C:
-``hsa2c-2x1`` runs 2 x 8 = 16 environments, the others 8, like stable-baselines3.
+``hsa2c-2x1`` runs 2 x 8 = 16 environments, the others 8, like stable-baselines3
+(weak scaling); ``--total-envs N`` gives every method N environments in all instead
+(strong scaling: ``N / M`` per worker).
 
 Run from the repository root::
 
