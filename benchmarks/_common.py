@@ -72,19 +72,21 @@ VERSIONED = ("numpy", "scipy", "numba", "dask", "distributed", "sklearn", "gensi
 def _field_docs(cls: type) -> dict[str, str]:
     """Docstrings written under the fields of a dataclass, keyed by field name.
 
-    CleanRL style: a string literal on the line after ``name: type = default``.
+    CleanRL style: a string literal on the line after ``name: type = default``. A
+    subclass that only changes defaults inherits its bases' docstrings.
     """
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):  # no source (frozen app, REPL)
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # bases first, object left out
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source (frozen app, REPL)
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in itertools.pairwise(body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 

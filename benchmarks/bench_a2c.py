@@ -22,16 +22,35 @@ there, or at ``--max-timesteps`` (then the run counts as unsolved). Three axes
 * memory: peak PSS summed over the run's processes (the driver, and for HSA2C the Dask
   workers), sampled every 50 ms.
 
-Every run is a fresh interpreter (``_common.run_isolated``). The HSA2C layouts each get
-one ``LocalCluster`` for the whole benchmark, warmed up by excluded short fits on each
-environment (they load the numba kernels into the workers); the run's driver process
-connects to it. ``n_envs`` is per worker in HSA2C: ``hsa2c-2x1`` runs 2 x 8 = 16
-environments, the others 8, like stable-baselines3.
+* learning curve against wall-clock time (``wall_curve``: ``[seconds, env steps, mean
+  return of the last <=100 episodes]`` rows, about every 0.5 s). HSA2C: its
+  ``history_`` (the driver polls the parameter server every 0.5 s; seconds since
+  ``run_hsa2c`` started, i.e. after the environment inspection and cluster probe of
+  ``fit``); stable-baselines3: recorded by its callback every 0.5 s of ``learn()``
+  (seconds since ``learn()`` started) and at the stop.
+
+HSA2C layouts are given as ``MxP`` strings (``--layouts 1x1 1x2 2x1``: M Dask workers x P
+numba threads each); each runs with ``parallelism=`` its mode, passed explicitly
+(1x1 serial, 1xP hogwild, Mx1 parameter-server, MxP dpsgd), so a layout the cluster
+cannot give is an error, never silently another mode. Every run is a fresh interpreter
+(``_common.run_isolated``). Without ``--scheduler-address`` each layout gets one
+``LocalCluster`` (127.0.0.1, M workers with ``NUMBA_NUM_THREADS=P``) for the whole
+benchmark; with it, every layout runs on that existing cluster (a big ``LocalCluster``,
+a ``SLURMCluster``, ...), on the first M of its workers (each must allow P numba
+threads). Either way the layouts are warmed up by excluded short fits on each
+environment (they load the numba kernels into the workers), and each run's driver
+process connects to the cluster as a client. ``n_envs`` is per worker in HSA2C:
+``hsa2c-2x1`` runs 2 x 8 = 16 environments, the others 8, like stable-baselines3
+(weak scaling); ``--total-envs N`` gives every method N environments in all instead
+(strong scaling: ``N / M`` per worker).
 
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/bench_a2c.py
     python benchmarks/summarize.py
+
+``bench_a2c_modes.py`` runs the same measurement with the defaults of issue #4's
+experiment (HSA2C's modes against serial on CartPole).
 """
 
 from __future__ import annotations
@@ -46,10 +65,34 @@ from typing import Any
 import _common
 
 KIND = "a2c"
-LAYOUTS = {"hsa2c-1x1": (1, 1), "hsa2c-1x2": (1, 2), "hsa2c-2x1": (2, 1)}
-METHODS = ("sb3", "hsa2c-1x1", "hsa2c-1x2", "hsa2c-2x1")
 WINDOW = 100  # episodes in the "solved" mean
 CURVE_GRID = 5_000  # env steps between the stored learning-curve points
+# Seconds between the stored points of the wall-clock curve: the HSA2C driver's poll
+# interval (run_hsa2c's poll_interval), so both methods have the same granularity.
+WALL_GRID = 0.5
+
+
+def parse_layout(text: str) -> tuple[int, int]:
+    """``"MxP"`` -> ``(M, P)``: M Dask workers x P numba threads per worker."""
+    try:
+        m, p = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"layout {text!r} is not MxP (e.g. 1x1, 2x1, 4x4)") from None
+    if m < 1 or p < 1:
+        raise SystemExit(f"layout {text!r}: workers and threads must be >= 1")
+    return m, p
+
+
+def layout_mode(m: int, p: int) -> str:
+    """HSA2CAgent's ``parallelism`` for M workers x P threads."""
+    if m == 1:
+        return "serial" if p == 1 else "hogwild"
+    return "parameter-server" if p == 1 else "dpsgd"
+
+
+def method_layout(method: str) -> tuple[int, int] | None:
+    """``"hsa2c-MxP"`` -> ``(M, P)``; None for the anchor (``"sb3"``)."""
+    return parse_layout(method[len("hsa2c-"):]) if method.startswith("hsa2c-") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +112,19 @@ class BenchA2CConfig:
     """Budget cap in env steps; a run that has not solved by then counts as unsolved."""
     n_envs: int = 8
     """Environments (stable-baselines3) and environments per worker (HSA2C)."""
-    methods: tuple[str, ...] = METHODS
-    """Methods to run, among sb3, hsa2c-1x1, hsa2c-1x2, hsa2c-2x1."""
+    total_envs: int | None = None
+    """Strong scaling: every method runs this many environments in all (HSA2C layout
+    MxP: total_envs / M per worker, which must divide; overrides n_envs). None: n_envs
+    per worker, so more workers run more environments (weak scaling)."""
+    layouts: tuple[str, ...] = ("1x1", "1x2", "2x1")
+    """HSA2C layouts, MxP = M Dask workers x P numba threads each (1x1 serial, 1xP
+    hogwild, Mx1 parameter-server, MxP dpsgd)."""
+    sb3: bool = True
+    """Also run stable-baselines3's A2C (the anchor)."""
+    scheduler_address: str | None = None
+    """Run every layout on this existing Dask cluster (e.g. tcp://10.0.0.5:8786 of a
+    SLURMCluster) instead of starting one LocalCluster per layout on 127.0.0.1; its
+    workers need NUMBA_NUM_THREADS >= P."""
     eval_episodes: int = 10
     """Deterministic episodes the final policy is evaluated on (not timed)."""
     max_load: float = 0.7
@@ -141,6 +195,16 @@ def _episode_summary(steps: Any, returns: Any, threshold: float, total: int,
     }
 
 
+def _wall_summary(curve: list[list[float | None]], threshold: float) -> dict[str, Any]:
+    """The wall-clock curve and the first of its points at or above ``threshold``.
+
+    ``curve_solve_s`` is only as fine as the curve's 0.5 s grid; the time to solve is
+    the run's stop (``time_s``), which happens at the crossing.
+    """
+    hit = next((t for t, _, r in curve if r is not None and r >= threshold), None)
+    return {"wall_curve": curve, "curve_solve_s": hit}
+
+
 def _evaluate(env_id: str, policy: Any, n_episodes: int, seed: int) -> list[float]:
     """Returns of ``n_episodes`` episodes of ``policy(obs) -> action`` (one env)."""
     import gymnasium as gym
@@ -164,13 +228,15 @@ def _evaluate(env_id: str, policy: Any, n_episodes: int, seed: int) -> list[floa
 
 # Worker-side probes for client.run: self-contained (no import of _common, which the
 # Dask worker processes cannot import), pickled by value from __main__.
-def _worker_reset() -> dict[str, float]:
+def _worker_reset() -> dict[str, Any]:
     import os as _os
+    import socket as _socket
     import time as _t
 
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
-    return {"cpu_s": _t.process_time(), "pid": _os.getpid()}
+    return {"cpu_s": _t.process_time(), "pid": _os.getpid(),
+            "host": _socket.gethostname()}
 
 
 def _worker_read() -> dict[str, float]:
@@ -239,7 +305,15 @@ def _run_sb3(task: dict[str, Any]) -> dict[str, Any]:
             self.steps: list[int] = []
             self.returns: list[float] = []
             self.t0 = 0.0
+            self.next_point = 0.0
+            self.wall: list[list[float | None]] = []
             self.solved_s: float | None = None
+
+        def _point(self, now: float) -> None:
+            # Same row as HSA2C's history_: time, env steps, mean of the last <=100.
+            self.wall.append([now - self.t0, float(self.num_timesteps),
+                              float(np.mean(self.recent)) if self.recent else None])
+            self.next_point = now - self.t0 + WALL_GRID
 
         def _on_training_start(self) -> None:
             self.t0 = time.perf_counter()
@@ -251,10 +325,18 @@ def _run_sb3(task: dict[str, Any]) -> dict[str, Any]:
                     self.recent.append(float(ep["r"]))
                     self.steps.append(self.num_timesteps)
                     self.returns.append(float(ep["r"]))
+            now = time.perf_counter()
             if len(self.recent) == WINDOW and np.mean(self.recent) >= threshold:
-                self.solved_s = time.perf_counter() - self.t0
+                self.solved_s = now - self.t0
+                self._point(now)
                 return False
+            if now - self.t0 >= self.next_point:
+                self._point(now)
             return True
+
+        def _on_training_end(self) -> None:
+            if self.solved_s is None:  # budget spent: close the curve at the end
+                self._point(time.perf_counter())
 
     act = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
     pk = {**eq["policy_kwargs"], "activation_fn": act[eq["policy_kwargs"]
@@ -300,29 +382,44 @@ def _run_sb3(task: dict[str, Any]) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "params": eq,
         **summary,
+        **_wall_summary(cb.wall, threshold),
     }
 
 
 def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
+    import socket
+
     import distributed
+    import numpy as np
 
     from dask_dpsgd import HSA2CAgent
+    from dask_dpsgd._orchestration.cluster import current_workers
+    from dask_dpsgd._orchestration.hsa2c import PARALLEL_MIN_BATCH
 
-    m, p = LAYOUTS[task["method"]]
+    m, p = method_layout(task["method"])
+    mode = layout_mode(m, p)
     params = _hsa2c_params(task)
-    est = HSA2CAgent(**params, n_workers=m, threads_per_worker=p)
+    est = HSA2CAgent(**params, n_workers=m, threads_per_worker=p, parallelism=mode)
     with distributed.Client(task["scheduler"], set_as_default=True) as client:
-        if len(client.scheduler_info(n_workers=-1)["workers"]) != m:
-            raise RuntimeError(f"{task['method']}: cluster does not have {m} workers")
-        before = client.run(_worker_reset)
+        # The fit takes the first m workers in this order; the memory and CPU probes
+        # follow it, so a larger shared cluster's idle workers are not counted.
+        used = current_workers(client)[:m]
+        if len(used) != m:
+            raise RuntimeError(f"{task['method']}: cluster has {len(used)} workers, "
+                               f"needs {m}")
+        before = client.run(_worker_reset, workers=used)
         _common.reset_peak_rss()
         cpu0 = _common.cpu_seconds()
-        with _common.PeakPss([b["pid"] for b in before.values()]) as pss:
+        # PSS is read from /proc here: only the workers on this host (a SLURMCluster's
+        # are elsewhere; their peak RSS still counts, from _worker_read).
+        here = socket.gethostname()
+        local = [b["pid"] for b in before.values() if b["host"] == here]
+        with _common.PeakPss(local) as pss:
             t0 = time.perf_counter()
             est.fit()
             fit_s = time.perf_counter() - t0
         cpu = _common.cpu_seconds() - cpu0
-        after = client.run(_worker_read)
+        after = client.run(_worker_read, workers=used)
     driver_peak = _common.peak_rss_mib()
     worker_peaks = [after[a]["peak_rss_mib"] for a in sorted(after)]
     worker_cpu = sum(after[a]["cpu_s"] - before[a]["cpu_s"] for a in after)
@@ -331,10 +428,22 @@ def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
                                task["threshold"], steps, task["max_timesteps"])
     hist = est.history_
     train_s = hist[-1]["time/elapsed_s"] if hist else float("nan")
+    wall = [[h["time/elapsed_s"], float(h["time/total_timesteps"]),
+             h["rollout/ep_rew_mean"] if np.isfinite(h["rollout/ep_rew_mean"]) else None]
+            for h in hist]
     t0 = time.perf_counter()
     ev = _evaluate(task["env_id"], est.predict, task["eval_episodes"],
                    10_000 + task["seed"])
     return {
+        "layout": f"{m}x{p}",
+        "mode": mode,
+        "parallelism_": est.parallelism_,
+        "cores": m * p,
+        # Whether the P threads split the gradient: below PARALLEL_MIN_BATCH samples
+        # per update the workers run the serial kernel (threads would cost more).
+        "threads_split_gradient": p > 1 and est.n_steps * task["n_envs"]
+        >= PARALLEL_MIN_BATCH,
+        "parallel_min_batch": PARALLEL_MIN_BATCH,
         "time_s": fit_s,
         # fit() minus the training loop: env inspection, cluster probe, parameter-server
         # start, and after the loop the final stats/snapshot calls.
@@ -348,6 +457,7 @@ def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
                            **{f"worker{i}": v for i, v in enumerate(worker_peaks)}},
         "peak_pss_mib": pss.peak_mib,
         "pss_samples": pss.n_samples,
+        "pss_workers": len(local),
         "total_envs": m * task["n_envs"],
         "eval_returns": ev,
         "eval_s": time.perf_counter() - t0,
@@ -365,6 +475,7 @@ def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
             "staleness_histogram_": est.staleness_histogram_.tolist(),
         },
         **summary,
+        **_wall_summary(wall, task["threshold"]),
     }
 
 
@@ -376,7 +487,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if method == "sb3":
         out = _run_sb3(task)
         package = None
-    elif method in LAYOUTS:
+    elif method_layout(method) is not None:
         out = _run_hsa2c(task)
         import dask_dpsgd
 
@@ -413,14 +524,47 @@ def _extra_versions() -> dict[str, str | None]:
     return out
 
 
-def main(cfg: BenchA2CConfig) -> Path:
+def _n_envs(cfg: BenchA2CConfig, method: str) -> int:
+    """Environments per worker (HSA2C) or in all (SB3) of ``method``'s runs."""
+    if cfg.total_envs is None:
+        return cfg.n_envs
+    layout = method_layout(method)
+    return cfg.total_envs // (layout[0] if layout else 1)
+
+
+def _start_cluster(m: int, p: int) -> Any:
+    """A LocalCluster of ``m`` single-threaded workers with ``p`` numba threads each."""
+    import distributed
+
+    return distributed.LocalCluster(
+        n_workers=m, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+        env={"NUMBA_NUM_THREADS": str(p)})
+
+
+def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
+    """Run the benchmark of ``cfg`` and write its JSON (``kind`` for summarize.py)."""
     import shutil
 
     import distributed
 
-    unknown = set(cfg.methods) - set(METHODS)
-    if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    if __name__ != "__main__":
+        # Imported by bench_a2c_modes.py: ship the client.run probes by value, as from
+        # __main__ (a user's cluster cannot import this script).
+        import sys
+
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    layouts = list(dict.fromkeys(parse_layout(text) for text in cfg.layouts))
+    methods = (["sb3"] if cfg.sb3 else []) + [f"hsa2c-{m}x{p}" for m, p in layouts]
+    if not methods:
+        raise SystemExit("nothing to run: give --layouts or --sb3")
+    if cfg.total_envs is not None:
+        bad = [f"{m}x{p}" for m, p in layouts if cfg.total_envs % m]
+        if bad:
+            raise SystemExit(f"--total-envs {cfg.total_envs} does not divide over the "
+                             f"workers of {bad}")
     if len(cfg.envs) != len(cfg.thresholds):
         raise SystemExit(f"{len(cfg.envs)} envs but {len(cfg.thresholds)} thresholds")
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -448,40 +592,39 @@ def main(cfg: BenchA2CConfig) -> Path:
         if finished:
             digests["end"] = _common.source_digest(package)
         return _common.write_results(
-            cfg.output, kind=KIND, config=cfg, machine=machine, runs=runs,
+            cfg.output, kind=kind, config=cfg, machine=machine, runs=runs,
             started=started, finished=finished, warmups=warmups, load_waits=waits,
             cluster_start_s={k: v[2] for k, v in clusters.items()},
             worker_numba=worker_numba, worktree_digest=digests, snapshot=snapshot,
             total_wall_s=time.perf_counter() - t_start)
 
     try:
-        for method in cfg.methods:
-            if method not in LAYOUTS:
-                continue
-            m, p = LAYOUTS[method]
-            t0 = time.perf_counter()
-            cluster = distributed.LocalCluster(
-                n_workers=m, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                env={"NUMBA_NUM_THREADS": str(p)})
-            clusters[method] = (cluster, cluster.scheduler_address,
-                                time.perf_counter() - t0)
+        for method in methods[1 if cfg.sb3 else 0:]:
+            m, p = method_layout(method)
+            if cfg.scheduler_address is None:
+                t0 = time.perf_counter()
+                cluster = _start_cluster(m, p)
+                clusters[method] = (cluster, cluster.scheduler_address,
+                                    time.perf_counter() - t0)
+            else:  # the user's cluster: shared by every layout, never closed here
+                clusters[method] = (None, cfg.scheduler_address, 0.0)
             # Warm-up fits, excluded: load the numba kernels (cache=True) into the
             # workers, on each environment (CartPole's vectorised env and Acrobot's
             # SyncVectorEnv take different code paths).
             for env_id in cfg.envs:
                 task = {**base, "method": method, "env_id": env_id,
+                        "n_envs": _n_envs(cfg, method),
                         "threshold": thresholds[env_id], "max_timesteps": 4_000,
                         "eval_episodes": 1, "seed": cfg.random_state, "rep": -1,
-                        "order": -1, "scheduler": cluster.scheduler_address,
+                        "order": -1, "scheduler": clusters[method][1],
                         "warmup": True}
                 w = _common.run_isolated(__file__, task, timeout=600)
-                w.pop("hsa2c", None)
-                w.pop("curve", None)
+                for key in ("hsa2c", "curve", "wall_curve"):
+                    w.pop(key, None)
                 warmups.append(w)
                 print(f"[warm-up] {method} {env_id}: fit {w['time_s']:.2f}s "
                       f"(child {w['child_wall_s']:.1f}s)", flush=True)
-            with distributed.Client(cluster, set_as_default=False) as probe:
+            with distributed.Client(clusters[method][1], set_as_default=False) as probe:
                 worker_numba[method] = list(probe.run(_worker_numba).values())
         seeds = _common.seeds(cfg.random_state, cfg.seeds)
         for rep, seed in enumerate(seeds):
@@ -490,13 +633,12 @@ def main(cfg: BenchA2CConfig) -> Path:
                                                    cfg.max_load_wait if rep == 0
                                                    else cfg.seed_load_wait)})
             print(f"[load] seed {seed}: {waits[-1]}", flush=True)
-            order = list(cfg.methods[rep % len(cfg.methods):]
-                         + cfg.methods[:rep % len(cfg.methods)])
+            order = methods[rep % len(methods):] + methods[:rep % len(methods)]
             for env_id in cfg.envs:
                 for i, method in enumerate(order):
                     task = {**base, "method": method, "env_id": env_id,
                             "threshold": thresholds[env_id], "seed": seed, "rep": rep,
-                            "order": i}
+                            "order": i, "n_envs": _n_envs(cfg, method)}
                     if method in clusters:
                         task["scheduler"] = clusters[method][1]
                     else:
@@ -514,7 +656,8 @@ def main(cfg: BenchA2CConfig) -> Path:
                     save()
     finally:
         for cluster, _, _ in clusters.values():
-            cluster.close()
+            if cluster is not None:
+                cluster.close()
         shutil.rmtree(snap_root, ignore_errors=True)
     path = save(_common.now_iso())
     print(f"wrote {path} in {time.perf_counter() - t_start:.0f}s", flush=True)

@@ -73,6 +73,41 @@ def machine_block(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reproduce(doc: dict[str, Any]) -> list[str]:
+    """The command that reproduces a results file, then the machine it ran on."""
+    return ["Reproduce (from the repository root):", "", "```", doc["command"],
+            "python benchmarks/summarize.py", "```", "", machine_block(doc)]
+
+
+def _load_line(doc: dict[str, Any], runs: list[dict[str, Any]],
+               busy_tail: str) -> list[str]:
+    """The load average the runs started at; ``busy_tail`` ends it when it was high."""
+    loads = [r["loadavg_before"][0] for r in runs]
+    if not loads:
+        return []
+    return [f"- 1-minute load average when each run started: median {med(loads):.2f}, "
+            f"range {min(loads):.2f}–{max(loads):.2f} on {doc['machine']['cores']} "
+            "cores" + (" — **other processes were competing for the cores**" + busy_tail
+                       if med(loads) > 1.2 else ".")]
+
+
+def _code_lines(doc: dict[str, Any], why: str) -> list[str]:
+    """Which code was measured (the snapshot) and whether the package changed meanwhile."""
+    out = []
+    snap = doc.get("snapshot")
+    if snap:
+        what = ("the last commit" if snap["source"] == "head"
+                else "the working tree, uncommitted edits included")
+        out.append(f"- Code measured: {what} (`{(snap.get('commit') or '?')[:12]}`), "
+                   f"copied to a temporary directory at the start{why} (source digest "
+                   f"`{snap['digest']}`).")
+    dig = doc.get("worktree_digest", {})
+    if dig.get("end") and dig["end"] != dig["start"]:
+        out.append("- The repository's `dask_dpsgd/` changed while the benchmark ran "
+                   "(not the measured snapshot).")
+    return out
+
+
 # ----------------------------------------------------------------- LDA section
 
 LDA_METHOD_TEXT = {
@@ -261,37 +296,13 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
         "fresh interpreter. The DPSVI clusters (one per layout) are started once, "
         "warmed up by an excluded fit, and reused by every repetition.",
         "",
-        "Reproduce (from the repository root):",
-        "",
-        "```",
-        doc["command"],
-        "python benchmarks/summarize.py",
-        "```",
-        "",
-        machine_block(doc),
+        *_reproduce(doc),
     ]
-    loads = [r["loadavg_before"][0] for r in runs]
-    if loads:
-        cores = doc["machine"]["cores"]
-        out.append(
-            f"- 1-minute load average when each run started: median {med(loads):.2f}, "
-            f"range {min(loads):.2f}–{max(loads):.2f} on {cores} cores"
-            + (" — **other processes were competing for the cores**; the runs are "
-               "interleaved so that every method met the same conditions, but absolute "
-               "rates are lower than on an idle machine." if med(loads) > 1.2 else ".")
-        )
-    snap = doc.get("snapshot")
-    if snap:
-        what = ("the last commit" if snap["source"] == "head"
-                else "the working tree, uncommitted edits included")
-        out.append(f"- Code measured: {what} (`{(snap.get('commit') or '?')[:12]}`), "
-                   "copied to a temporary directory at the start so that edits made "
-                   "during the run could not reach the workers (source digest "
-                   f"`{snap['digest']}`).")
-    dig = doc.get("worktree_digest", {})
-    if dig.get("end") and dig["end"] != dig["start"]:
-        out.append("- The repository's `dask_dpsgd/` changed while the benchmark ran "
-                   "(not the measured snapshot).")
+    out += _load_line(doc, runs, "; the runs are interleaved so that every method met "
+                      "the same conditions, but absolute rates are lower than on an "
+                      "idle machine.")
+    out += _code_lines(doc, " so that edits made during the run could not reach the "
+                       "workers")
     out += ["", "### Speed, quality, memory", ""]
     rows = []
     for k in ks:
@@ -409,8 +420,10 @@ class _A2CCell:
     envs: list[int]
 
 
-def _a2c_cells(runs: list[dict[str, Any]]) -> dict[tuple[str, str], _A2CCell]:
-    ref = {(r["env_id"], r["seed"]): r for r in runs if r["method"] == "sb3"}
+def _a2c_cells(runs: list[dict[str, Any]],
+               reference: str = "sb3") -> dict[tuple[str, str], _A2CCell]:
+    """Per (env, method) spreads; ratios per seed against ``reference``'s run."""
+    ref = {(r["env_id"], r["seed"]): r for r in runs if r["method"] == reference}
     cells = {}
     for env, m in sorted({(r["env_id"], r["method"]) for r in runs}):
         rs = sorted((r for r in runs if r["env_id"] == env and r["method"] == m),
@@ -539,15 +552,52 @@ def _a2c_verdict(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
     return out
 
 
-def render_a2c(doc: dict[str, Any], path: Path) -> str:
-    """Section for ``bench_a2c.py`` results."""
+def _a2c_run_facts(doc: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """Bullet lines on the conditions of an A2C run: load, waits, code measured."""
+    cfg = doc["config"]
+    out: list[str] = []
+    out += _load_line(doc, runs, ".")
+    waits = doc.get("load_waits", [])
+    if waits:
+        total = sum(w["waited_s"] for w in waits)
+        noisy = [w["phase"] for w in waits if not w["quiet"]]
+        out.append(
+            f"- Each phase (start, then each seed) waited for the 1-minute load to "
+            f"drop to ≤ {cfg['max_load']} (at most {cfg['max_load_wait']:.0f} s "
+            f"before the first run, "
+            f"{cfg.get('seed_load_wait', cfg['max_load_wait']):.0f} s before each "
+            "later seed): "
+            f"{total:.0f} s of waiting in all"
+            + (f"; started anyway above it: {', '.join(noisy)}." if noisy else
+               "; every phase started below it."))
+    out += _code_lines(doc, "")
+    if cfg.get("scheduler_address"):
+        out.append(f"- HSA2C ran on the existing cluster at `{cfg['scheduler_address']}` "
+                   "(the first M of its workers for layout MxP); peak memory counts the "
+                   "PSS only of the workers on the driver's host.")
+    return out
+
+
+def _a2c_setup(doc: dict[str, Any], order: Callable[[set[str]], list[str]],
+               reference: str) -> tuple[Any, ...]:
+    """``cfg, runs, envs, thresholds, methods, seeds, cells`` of an A2C results file.
+
+    Warm-up runs left out; ``methods`` in ``order``; ratios against ``reference``.
+    """
     cfg = doc["config"]
     runs = [r for r in doc["runs"] if not r.get("warmup")]
     envs = [e for e in cfg["envs"] if any(r["env_id"] == e for r in runs)]
     thresholds = dict(zip(cfg["envs"], cfg["thresholds"], strict=True))
-    methods = _a2c_method_order({r["method"] for r in runs})
+    methods = order({r["method"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
-    cells = _a2c_cells(runs)
+    return (cfg, runs, envs, thresholds, methods, seeds,
+            _a2c_cells(runs, reference=reference))
+
+
+def render_a2c(doc: dict[str, Any], path: Path) -> str:
+    """Section for ``bench_a2c.py`` results."""
+    cfg, runs, envs, thresholds, methods, seeds, cells = _a2c_setup(
+        doc, _a2c_method_order, "sb3")
     out = [
         "Environments and thresholds: "
         + ", ".join(f"{e} (solved when the mean return of the last 100 training "
@@ -582,47 +632,9 @@ def render_a2c(doc: dict[str, Any], path: Path) -> str:
         "fresh interpreter; the HSA2C clusters (one per layout) are started once, "
         "warmed up by excluded short fits on each environment, and reused.",
         "",
-        "Reproduce (from the repository root):",
-        "",
-        "```",
-        doc["command"],
-        "python benchmarks/summarize.py",
-        "```",
-        "",
-        machine_block(doc),
+        *_reproduce(doc),
+        *_a2c_run_facts(doc, runs),
     ]
-    loads = [r["loadavg_before"][0] for r in runs]
-    if loads:
-        cores = doc["machine"]["cores"]
-        out.append(
-            f"- 1-minute load average when each run started: median {med(loads):.2f}, "
-            f"range {min(loads):.2f}–{max(loads):.2f} on {cores} cores"
-            + (" — **other processes were competing for the cores**." if
-               med(loads) > 1.2 else "."))
-    waits = doc.get("load_waits", [])
-    if waits:
-        total = sum(w["waited_s"] for w in waits)
-        noisy = [w["phase"] for w in waits if not w["quiet"]]
-        out.append(
-            f"- Each phase (start, then each seed) waited for the 1-minute load to "
-            f"drop to ≤ {cfg['max_load']} (at most {cfg['max_load_wait']:.0f} s "
-            f"before the first run, "
-            f"{cfg.get('seed_load_wait', cfg['max_load_wait']):.0f} s before each "
-            "later seed): "
-            f"{total:.0f} s of waiting in all"
-            + (f"; started anyway above it: {', '.join(noisy)}." if noisy else
-               "; every phase started below it."))
-    snap = doc.get("snapshot")
-    if snap:
-        what = ("the last commit" if snap["source"] == "head"
-                else "the working tree, uncommitted edits included")
-        out.append(f"- Code measured: {what} (`{(snap.get('commit') or '?')[:12]}`), "
-                   "copied to a temporary directory at the start (source digest "
-                   f"`{snap['digest']}`).")
-    dig = doc.get("worktree_digest", {})
-    if dig.get("end") and dig["end"] != dig["start"]:
-        out.append("- The repository's `dask_dpsgd/` changed while the benchmark ran "
-                   "(not the measured snapshot).")
     out += ["", "### Time and env steps to solve", ""]
     rows = []
     for env in envs:
@@ -729,6 +741,340 @@ def render_a2c(doc: dict[str, Any], path: Path) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------ A2C modes (issue #4)
+
+MODES_REFERENCE = "hsa2c-1x1"
+MODES_TARGET = 1.5  # best mode solves at least this many times sooner than serial
+MODE_COLOURS = {"serial": "black", "hogwild": "tab:orange",
+                "parameter-server": "tab:blue", "dpsgd": "tab:purple", "sb3": "tab:gray"}
+
+
+def _layout_of(method: str) -> tuple[int, int] | None:
+    if not method.startswith("hsa2c-"):
+        return None
+    m, p = method[len("hsa2c-"):].split("x")
+    return int(m), int(p)
+
+
+def _mode_label(method: str) -> str:
+    lp = _layout_of(method)
+    if lp is None:
+        return method
+    m, p = lp
+    if m == 1:
+        return "serial" if p == 1 else "hogwild"
+    return "parameter-server" if p == 1 else "dpsgd"
+
+
+def _modes_order(methods: set[str]) -> list[str]:
+    hs = sorted((m for m in methods if _layout_of(m)),
+                key=lambda m: (_layout_of(m)[0] * _layout_of(m)[1], _layout_of(m)))
+    return (["sb3"] if "sb3" in methods else []) + hs + sorted(
+        methods - set(hs) - {"sb3"})
+
+
+def _step_value(curve: list[list[Any]], grid: Any) -> Any:
+    """The curve's last value at or before each grid time; NaN before and after it."""
+    import numpy as np
+
+    pts = [(t, r) for t, _, r in curve if r is not None]
+    out = np.full(len(grid), np.nan)
+    if not pts:
+        return out
+    ts = np.array([t for t, _ in pts])
+    rs = np.array([r for _, r in pts])
+    idx = np.searchsorted(ts, grid, side="right") - 1
+    inside = (idx >= 0) & (grid <= curve[-1][0])
+    out[inside] = rs[idx[inside]]
+    return out
+
+
+def _env_figure(envs: list[str]) -> tuple[Any, Any] | None:
+    """A headless figure with one panel per environment; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.2 * len(envs), 3.6),
+                             squeeze=False)
+    return fig, axes[0]
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_modes_curves(path: Path, runs: list[dict[str, Any]], envs: list[str],
+                       methods: list[str], thresholds: dict[str, float]) -> Path | None:
+    import numpy as np
+
+    made = _env_figure(envs)
+    if made is None:
+        return None
+    fig, axes = made
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    for ax, env in zip(axes, envs, strict=True):
+        for i, m in enumerate(methods):
+            rs = [r for r in runs if r["env_id"] == env and r["method"] == m
+                  and r.get("wall_curve")]
+            if not rs:
+                continue
+            colour = cmap(i % 10)
+            label = f"{m} ({_mode_label(m)})"
+            # Median over seeds only while every seed is still running (a run stops
+            # when it solves, so a later median would be of the slow seeds only).
+            end = min(r["wall_curve"][-1][0] for r in rs)
+            grid = np.linspace(0.0, end, 200)
+            vals = np.array([_step_value(r["wall_curve"], grid) for r in rs])
+            ok = ~np.isnan(vals).any(axis=0)
+            if ok.any():
+                ax.plot(grid[ok], np.median(vals[:, ok], axis=0), color=colour, lw=2,
+                        label=label)
+                label = None
+            for r in rs:
+                c = r["wall_curve"]
+                ax.step([p[0] for p in c], [np.nan if p[2] is None else p[2] for p in c],
+                        where="post", color=colour, lw=0.6, alpha=0.45, label=label)
+                label = None
+                if r["solved"]:
+                    ax.plot([r["time_s"]], [thresholds[env]], "x", color=colour, ms=5)
+        ax.axhline(thresholds[env], color="red", ls="--", lw=0.8,
+                   label=f"solved ({thresholds[env]:g})")
+        ax.set_xlabel("wall-clock time (s)")
+        ax.set_ylabel("mean return, last 100 episodes")
+        ax.set_title(env, fontsize=10)
+        ax.legend(fontsize=7)
+    return _save_figure(fig, path)
+
+
+def _plot_modes_speedup(path: Path, cells: dict[tuple[str, str], _A2CCell],
+                        envs: list[str], methods: list[str]) -> Path | None:
+    made = _env_figure(envs)
+    if made is None:
+        return None
+    fig, axes = made
+    layouts = [m for m in methods if _layout_of(m)]
+    top = max(a * b for a, b in map(_layout_of, layouts))
+    # Families: more workers at one thread, more threads in one worker, the rest.
+    families = (("workers (M×1)", lambda m, p: p == 1, "tab:blue", "o-"),
+                ("threads (1×P)", lambda m, p: m == 1, "tab:orange", "s-"),
+                ("dpsgd (M×P)", lambda m, p: m > 1 and p > 1, "tab:purple", "D"))
+    for ax, env in zip(axes, envs, strict=True):
+        ax.plot([1, top], [1, top], color="gray", lw=0.8, label="ideal (= cores)")
+        ax.axhline(MODES_TARGET, color="red", ls="--", lw=0.8,
+                   label=f"target {MODES_TARGET:g}×")
+        for name, keep, colour, style in families:
+            pts = []
+            for m in layouts:
+                a, b = _layout_of(m)
+                c = cells.get((env, m))
+                if keep(a, b) and c is not None and c.speedup:
+                    pts.append((a * b, med(c.speedup), min(c.speedup), max(c.speedup),
+                                m))
+            if not pts or (len(pts) == 1 and pts[0][0] == 1 and name != families[0][0]):
+                continue
+            pts.sort()
+            xs = [x for x, *_ in pts]
+            ys = [y for _, y, *_ in pts]
+            err = [[y - lo for _, y, lo, _, _ in pts], [hi - y for _, y, _, hi, _ in pts]]
+            ax.errorbar(xs, ys, yerr=err, fmt=style, color=colour, capsize=3,
+                        label=name, ms=5)
+            for x, y, *_, m in pts:
+                ax.annotate(m[len("hsa2c-"):], (x, y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        s = cells.get((env, "sb3"))
+        if s is not None and s.speedup:
+            ax.plot([1], [med(s.speedup)], "*", color="tab:gray", ms=9,
+                    label="SB3 A2C (1 thread)")
+        ax.set_xlabel("cores used by the fit (workers × threads)")
+        ax.set_ylabel("speed-up: serial time to solve ÷ time")
+        if top > 4:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log", base=2)
+        ticks = sorted({a * b for a, b in map(_layout_of, layouts)})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_title(env, fontsize=10)
+        ax.legend(fontsize=7)
+    return _save_figure(fig, path)
+
+
+def _modes_verdict(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
+                   methods: list[str], cores: int, local: bool,
+                   idle: list[str]) -> list[str]:
+    out = []
+    for env in envs:
+        ref = cells.get((env, MODES_REFERENCE))
+        cands = [(med(c.speedup), m, c) for m in methods
+                 if m not in ("sb3", MODES_REFERENCE)
+                 and (c := cells.get((env, m))) is not None and c.speedup]
+        if ref is None or not ref.solved:
+            out.append(f"- {env}: serial (`{MODES_REFERENCE}`) did not solve any seed; "
+                       "no speed-up can be measured. Target **not met**.")
+            continue
+        if not cands:
+            out.append(f"- {env}: no parallel layout solved a seed that serial solved. "
+                       "Target **not met**.")
+            continue
+        sp, best, c = max(cands, key=lambda t: t[0])
+        ok = sp >= MODES_TARGET and c.solved == c.n
+        why = []
+        if sp < MODES_TARGET:
+            why.append(f"{sp:.2f}×, {MODES_TARGET / sp:.2f}× short")
+        if c.solved < c.n:
+            why.append(f"{c.n - c.solved} seed(s) unsolved")
+        a, b = _layout_of(best)
+        over = (f" The layout uses {a * b} cores on a {cores}-core machine (plus the "
+                "driver, the scheduler and the parameter server, which share them)."
+                if local else "")
+        out.append(
+            f"- {env}: best mode `{best}` ({_mode_label(best)}) solved {sp:.2f}× sooner "
+            f"than serial (per seed {min(c.speedup):.2f}–{max(c.speedup):.2f}×, "
+            f"{len(c.speedup)} paired seed(s); serial "
+            f"{_solved_spread(ref, ref.time_solved, '.2f')} s, `{best}` "
+            f"{_solved_spread(c, c.time_solved, '.2f')} s). Target (≥ "
+            f"{MODES_TARGET:g}× sooner than serial): "
+            + ("met." if ok else "**not met** (" + "; ".join(why) + ").") + over
+            + (" Its threads did not split the gradient (see above): it computes what "
+               "the same workers with one thread each compute, so its gain over that "
+               "layout is run-to-run variation, not threads." if best in idle else ""))
+    return out
+
+
+def render_a2c_modes(doc: dict[str, Any], path: Path) -> str:
+    """Section for ``bench_a2c_modes.py`` results (HSA2C's modes against serial)."""
+    cfg, runs, envs, thresholds, methods, seeds, cells = _a2c_setup(
+        doc, _modes_order, MODES_REFERENCE)
+    cores = doc["machine"]["cores"]
+    local = not cfg.get("scheduler_address")
+
+    def what(m: str) -> str:
+        n = max(r["total_envs"] for r in runs if r["method"] == m)
+        if m == "sb3":
+            return (f"stable-baselines3 `A2C`, {n} environments, one torch thread (the "
+                    "anchor)")
+        a, b = _layout_of(m)
+        return (f"`HSA2CAgent(n_workers={a}, threads_per_worker={b}, "
+                f"parallelism=\"{_mode_label(m)}\")`: {a} Dask worker(s) × {b} numba "
+                f"thread(s), {n} environments ({n // a} per worker)")
+
+    out = [
+        "Issue #4's A2C experiments: mean training return against wall-clock time for "
+        "HSA2C in each of its modes and for stable-baselines3, and the speed-up of each "
+        "layout over serial HSA2C (1×1) in time to solve. "
+        "Environments and thresholds: "
+        + ", ".join(f"{e} (solved when the mean return of the last 100 training "
+                    f"episodes reaches {thresholds[e]:g})" for e in envs)
+        + f"; budget cap {cfg['max_timesteps']:,} env steps per run; seeds {seeds} "
+        "(interleaved: seed loop outer, methods in an order rotated per seed). "
+        "Hyper-parameters: stable-baselines3's A2C defaults for every method (see the "
+        "SB3 comparison's section). "
+        + ("Weak scaling: `n_envs` environments per worker, so more workers run more "
+           "environments." if cfg.get("total_envs") is None else
+           f"Strong scaling: {cfg['total_envs']} environments in all for every "
+           "method, split over the workers."),
+        "",
+        "Methods:",
+        "",
+        *[f"- `{m}` ({_mode_label(m)}): {what(m)}." for m in methods],
+        "",
+        "Clocks. **Time to solve** = wall-clock seconds from the call of HSA2C's "
+        "`fit()` (SB3: `learn()`) until the method stopped because the mean return of "
+        "its last 100 training episodes reached the threshold (HSA2C's parameter "
+        "server checks it at every push and the workers stop at their next push; SB3's "
+        "callback stops at the step that completes the crossing). HSA2C's time "
+        "includes the environment inspection, the cluster probe, the parameter-server "
+        "start, the steps taken after the crossing until every worker has seen the "
+        "stop, and collecting the results; it excludes the cluster's start and warm-up "
+        "(once per layout, before the runs) and interpreter start-up. SB3's excludes "
+        "its model and environment construction. **Speed-up** = serial's time to solve "
+        "÷ the layout's, per seed (same seed number), then median [min–max] over the "
+        "seeds both solved. The **curves** are the mean return of the last ≤ 100 "
+        "episodes sampled about every 0.5 s: HSA2C's `history_` records (time since "
+        "`run_hsa2c` started, a few ms after `fit()` was called), SB3's callback (time "
+        "since `learn()` started); thin lines are seeds (× = the stop), the thick line "
+        "the median over seeds while every seed was still running.",
+        "",
+        *_reproduce(doc),
+        *_a2c_run_facts(doc, runs),
+    ]
+    if local:
+        over = [m for m in methods if _layout_of(m)
+                and _layout_of(m)[0] * _layout_of(m)[1] > cores]
+        if over:
+            out.append(f"- Layouts with more cores than the machine's {cores}: "
+                       + ", ".join(f"`{m}`" for m in over)
+                       + " (oversubscribed; their speed-up says nothing about "
+                       "scaling).")
+    out += ["", "### Time to solve and speed-up over serial", ""]
+    rows = []
+    for env, m in [(e, m) for e in envs for m in methods if (e, m) in cells]:
+        c = cells[(env, m)]
+        lp = _layout_of(m)
+        is_ref = m == MODES_REFERENCE
+        sp = "1 (reference)" if is_ref else _ratio_cell(c.speedup, ".2f", c)
+        eff = ("" if not lp or not c.speedup
+               else spread([x / (lp[0] * lp[1]) for x in c.speedup], ".2f"))
+        rows.append([
+            env, f"`{m}`", _mode_label(m),
+            "1 (torch)" if lp is None else str(lp[0] * lp[1]),
+            str(c.envs[0]) if len(c.envs) == 1 else str(c.envs),
+            f"{c.solved}/{c.n}", _solved_spread(c, c.time_solved, ".2f"), sp,
+            "1" if is_ref else eff, _solved_spread(c, c.cross, ",.0f"),
+            spread(c.rate, ",.0f"), spread(c.cpu_util, ".2f")])
+    out.append(table(
+        ["env", "method", "mode", "cores", "envs", "solved", "time to solve (s)",
+         "speed-up over serial", "speed-up ÷ cores", "crossing step", "env steps/s",
+         "CPU cores busy"], rows, "lll" + "r" * 9))
+    out += [
+        "",
+        "Cells: median [min–max] over seeds (time to solve and crossing step over the "
+        "solved seeds; unsolved ones counted beside them). *Speed-up ÷ cores* = "
+        "parallel efficiency (1 = ideal). *Crossing step* = env steps when the "
+        "last-100 mean first reached the threshold; more environments per update "
+        "(more workers) usually need more steps, so speed-up < throughput ratio. "
+        "*Env steps/s* = env steps at the stop ÷ time to solve. *CPU cores busy* = "
+        "CPU seconds of all the run's processes (driver and workers) ÷ that time.",
+        "",
+    ]
+    idle_runs = [r for r in runs
+                 if _layout_of(r["method"]) and _layout_of(r["method"])[1] > 1
+                 and r.get("threads_split_gradient") is False]
+    idle = sorted({r["method"] for r in idle_runs})
+    if idle:
+        floor = idle_runs[0]["parallel_min_batch"]
+        out += ["**Threads left idle:** in " + ", ".join(f"`{m}`" for m in idle)
+                + " the numba threads did not split the gradient: an update's batch "
+                "(`n_steps` × `n_envs` per worker) is below HSA2C's threshold for "
+                f"splitting it (`PARALLEL_MIN_BATCH`, {floor} samples), so each worker "
+                "ran the serial kernel with one thread. Those layouts compute what the "
+                "same layout with one thread per worker computes; their speed-up "
+                "measures overhead and noise, not threads.", ""]
+    stem = path.with_suffix("")
+    curves = _plot_modes_curves(stem.with_name(stem.name + "_curves.png"), runs, envs,
+                                methods, thresholds)
+    if curves:
+        out += [f"![mean return vs wall-clock time](results/{curves.name})", ""]
+    speed = _plot_modes_speedup(stem.with_name(stem.name + "_speedup.png"), cells,
+                                envs, methods)
+    if speed:
+        out += [f"![speed-up over serial vs cores](results/{speed.name})", ""]
+    out += ["### Against the target", "",
+            f"Target (issue #4): on CartPole the best mode solves at least "
+            f"{MODES_TARGET:g}× sooner than serial (median over seeds).", "",
+            *_modes_verdict(cells, envs, methods, cores, local, idle), ""]
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------- generic
 
 def render_generic(doc: dict[str, Any], path: Path) -> str:
@@ -743,6 +1089,8 @@ def render_generic(doc: dict[str, Any], path: Path) -> str:
 RENDERERS: dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]] = {
     "lda": ("LDA: DPSVI vs scikit-learn and gensim on NIPS", render_lda),
     "a2c": ("A2C: HSA2C vs stable-baselines3 on CartPole and Acrobot", render_a2c),
+    "a2c_modes": ("A2C: HSA2C's modes against serial, return vs wall-clock and speed-up",
+                  render_a2c_modes),
 }
 
 NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"
