@@ -248,6 +248,9 @@ class WorkerLostError(RuntimeError):
     def __init__(self, addresses: list[str]) -> None:
         super().__init__(f"Dask worker(s) lost during the fit: {', '.join(addresses)}")
         self.addresses = addresses
+        # Server updates applied after the last checkpoint (set by serving.serving).
+        self.updates_lost = 0
+        self.updates_lost_exact = False
 
 
 def lost_workers(client: Any, addresses: list[str]) -> list[str]:

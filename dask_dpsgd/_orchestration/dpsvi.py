@@ -40,6 +40,8 @@ from dask_dpsgd._orchestration.cluster import (
 )
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import (
+    ServerWatch,
+    loss_event,
     merge_counts,
     merge_histograms,
     serving,
@@ -326,13 +328,14 @@ def _n_rows(shard: Shard) -> int:
 
 
 def _gather_round(futures: list[Any], addresses: list[str] | None = None,
-                  poll: float = 1.0) -> list[Any]:
+                  poll: float = 1.0, on_poll: Any = None) -> list[Any]:
     """Wait for one round of tasks; raise the first error at once, cancelling the rest.
 
     Tasks are pinned to their workers, so a task whose worker died would wait forever
     for it: every ``poll`` seconds the workers in ``addresses`` are checked, and a lost
     one raises :class:`WorkerLostError` (as does an error explained by a lost worker,
-    e.g. the parameter server's worker gone).
+    e.g. the parameter server's worker gone). ``on_poll()`` is called after every
+    check that found all workers present.
     """
     client = futures[0].client
     addresses = addresses or []
@@ -353,6 +356,8 @@ def _gather_round(futures: list[Any], addresses: list[str] | None = None,
             if lost:
                 raise WorkerLostError(lost)
             failed[0].result()  # raises the worker's exception here, promptly
+        if on_poll is not None:
+            on_poll()
         pending = [f for f in pending if not f.done()]
     return [f.result() for f in futures]
 
@@ -446,13 +451,12 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
             if not survivors:
                 raise RuntimeError("every worker of the fit was lost; nothing left to "
                                    "continue on") from exc
-            logger.warning("dask-dpsgd: %s; resuming from pass %d on %d worker(s)",
-                           exc, ckpt.passes_done, len(survivors))
-            events.append({"event": "worker_lost", "workers": exc.addresses,
-                           "resumed_from_pass": ckpt.passes_done,
-                           "resumed_at_update": ckpt.step - first_step,
-                           "workers_left": len(survivors),
-                           "time": time.time()})
+            logger.warning("dask-dpsgd: %s; resuming from pass %d on %d worker(s), "
+                           "%d update(s) lost", exc, ckpt.passes_done, len(survivors),
+                           exc.updates_lost)
+            events.append(loss_event(exc, len(survivors),
+                                     resumed_from_pass=ckpt.passes_done,
+                                     resumed_at_update=ckpt.step - first_step))
             handle = ClusterHandle(handle.client, handle.owned, tuple(survivors),
                                    handle.dashboard_link)
 
@@ -512,7 +516,16 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     def totals(stats: dict[str, Any], hist: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         return merge_counts(base_counts, stats), merge_histograms(base_hist, hist)
 
-    with serving(client, addresses, token, server_future, server):
+    watch = ServerWatch()
+
+    def poll_version(server: Any = server) -> None:
+        # A lower bound on the updates a loss of the server's worker discards.
+        try:
+            watch.seen(server.stats().result(timeout=2)["version"])
+        except Exception:  # noqa: BLE001 - its worker may be dying; the check follows
+            pass
+
+    with serving(client, addresses, token, server_future, server, watch):
         for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
             futures = [
@@ -524,7 +537,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                               pure=False)
                 for w, s in enumerate(slots)
             ]
-            results = _gather_round(futures, addresses)
+            results = _gather_round(futures, addresses, on_poll=poll_version)
             elapsed = time.perf_counter() - t0
             stats = server.stats().result()
             hist = server.staleness_histogram().result()
@@ -543,6 +556,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 "train/staleness_mean": (counts["staleness_sum"] / n_applied
                                          if n_applied else 0.0),
                 "train/staleness_max": counts["staleness_max"],
+                "train/rejected_stale": counts["n_rejected_stale"],
                 "comm/bytes_pushed": counts["bytes_pushed"],
                 "comm/bytes_pulled": counts["bytes_pulled"],
             }
@@ -557,6 +571,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
             ckpt.lam = snap["lambda"]
             ckpt.raw = snap["raw"]
             ckpt.step = first_step + version
+            watch.checkpoint(version)
             ckpt.passes_done = p + 1
             ckpt.pushes_sent += sum(r["pushes_sent"] for r in results)
             ckpt.counts = counts

@@ -1,0 +1,55 @@
+"""Fault injection shared by the fault tests: kill or pause real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+# Seeds of the random kill points; victim = seed % 2 (0: the parameter server's
+# worker, 1: the other), so both kinds of loss are covered.
+KILL_SEEDS = (0, 1, 2)
+
+
+def kill_point(seed: int, duration: float) -> tuple[int, float]:
+    """The victim and a random moment of a fit lasting about ``duration`` seconds.
+
+    Returns
+    -------
+    victim : int
+        Index of the worker to kill in the sorted worker addresses (0 holds the
+        parameter server).
+    delay : float
+        Seconds after the fit starts, uniform in 10-60 % of ``duration``.
+    """
+    rng = np.random.default_rng(seed)
+    return seed % 2, float(rng.uniform(0.10, 0.60) * duration)
+
+
+def kill_after(client, address: str, delay: float) -> threading.Thread:
+    """SIGKILL the worker process at ``address`` after ``delay`` seconds."""
+    pid = client.run(os.getpid, workers=[address])[address]
+
+    def kill() -> None:
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+
+    t = threading.Thread(target=kill, daemon=True)
+    t.start()
+    return t
+
+
+def check_recovery(est, victim_address: str, victim: int) -> None:
+    """The recovery record of a fit that lost one worker: who, and what was lost."""
+    assert len(est.recovery_events_) >= 1
+    event = est.recovery_events_[0]
+    assert event["workers"] == [victim_address]
+    assert event["workers_left"] == 1
+    assert event["updates_lost"] >= 0
+    # The server's count at the loss is known exactly unless its own worker died.
+    assert event["updates_lost_exact"] is (victim == 1)
+    assert est.updates_lost_ == sum(e["updates_lost"] for e in est.recovery_events_)
+    assert est.n_pushes_sent_ == est.n_updates_applied_ + est.n_updates_rejected_
