@@ -1,4 +1,5 @@
-"""Fault injection shared by the fault tests: kill or pause real worker processes."""
+"""Fault injection shared by the fault tests (and benchmarks/bench_faults.py): kill or
+pause real worker processes."""
 
 from __future__ import annotations
 
@@ -29,17 +30,32 @@ def kill_point(seed: int, duration: float) -> tuple[int, float]:
     return seed % 2, float(rng.uniform(0.10, 0.60) * duration)
 
 
-def kill_after(client, address: str, delay: float) -> threading.Thread:
-    """SIGKILL the worker process at ``address`` after ``delay`` seconds."""
+def signal_after(client, address: str, delay: float, sig: int = signal.SIGKILL,
+                 resume_after: float | None = None) -> threading.Thread:
+    """Send ``sig`` to the worker process at ``address`` after ``delay`` seconds.
+
+    With ``resume_after``, send ``SIGCONT`` that many seconds later (a pause, with
+    ``sig=signal.SIGSTOP``). Returns the started daemon thread.
+    """
     pid = client.run(os.getpid, workers=[address])[address]
 
-    def kill() -> None:
+    def fire() -> None:
         time.sleep(delay)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
+        if resume_after is not None:
+            try:
+                time.sleep(resume_after)
+            finally:
+                os.kill(pid, signal.SIGCONT)
 
-    t = threading.Thread(target=kill, daemon=True)
+    t = threading.Thread(target=fire, daemon=True)
     t.start()
     return t
+
+
+def kill_after(client, address: str, delay: float) -> threading.Thread:
+    """SIGKILL the worker process at ``address`` after ``delay`` seconds."""
+    return signal_after(client, address, delay)
 
 
 def check_recovery(est, victim_address: str, victim: int) -> None:
