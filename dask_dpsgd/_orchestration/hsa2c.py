@@ -124,7 +124,8 @@ def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
 
 
 def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
-                 threads: int, seed: Any, token: str = "") -> dict[str, Any]:
+                 threads: int, seed: Any, token: str = "",
+                 resumed: bool = False) -> dict[str, Any]:
     """One worker's whole training (see the module docstring)."""
     numba.set_num_threads(threads)
     # Split the gradient over threads only when the batch is worth it: A2C's default
@@ -137,14 +138,21 @@ def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
     env = make_vector_env(spec, cfg.n_envs)
     try:
         return _train_worker(server, spec, env, cfg, worker, parallel, rng,
-                             lambda: abandoned(token))
+                             lambda: abandoned(token), resumed)
     finally:
         env.close()
 
 
 def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
                   cfg: HSA2CConfig, worker: int, parallel: bool,
-                  rng: np.random.Generator, aborted: Any = None) -> dict[str, Any]:
+                  rng: np.random.Generator, aborted: Any = None,
+                  resumed: bool = False) -> dict[str, Any]:
+    """Train on one worker until the server says done (see the module docstring).
+
+    ``resumed``: the segment continues a model trained before (after a checkpoint
+    boundary or a recovery); its RMSProp statistics, which start empty, are then
+    bias-corrected (:func:`a2c.rmsprop_bias_correction`).
+    """
     info_sp = space_info(spec, env.single_observation_space, env.single_action_space)
     n_envs, n_steps, obs_dim = cfg.n_envs, cfg.n_steps, info_sp.obs_dim
     act_dim = info_sp.n_act_outputs if info_sp.continuous else 1
@@ -270,8 +278,13 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             a2c.clip_grad_norm(grad, cfg.max_grad_norm)
             updates += 1
             if cfg.optimizer == "rmsprop":
-                a2c.rmsprop_step(theta, grad, opt_a, cfg.learning_rate, 0.99,
-                                 cfg.rms_prop_eps, step)
+                lr, eps = cfg.learning_rate, cfg.rms_prop_eps
+                if resumed:
+                    # Empty statistics on a trained policy: the first steps would be
+                    # up to 10x a steady step in every coordinate (seen to undo a
+                    # solved CartPole after a lost worker). Adam corrects this itself.
+                    lr, eps = a2c.rmsprop_bias_correction(lr, eps, 0.99, updates)
+                a2c.rmsprop_step(theta, grad, opt_a, lr, 0.99, eps, step)
             else:
                 a2c.adam_step(theta, grad, opt_a, opt_b, updates, cfg.learning_rate,
                               0.9, 0.999, 1e-8, step)
@@ -343,7 +356,8 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     ``checkpoint_every`` environment steps: each segment's workers end at the boundary
     (at their first push at or past it), and the next segment starts new tasks that
     reset their environments from ``SeedSequence(entropy, spawn_key=(segment, w))``,
-    with fresh optimiser statistics, from the server's state at the boundary. That
+    with fresh optimiser statistics (bias-corrected, see :func:`_train_worker`), from
+    the server's state at the boundary. That
     state is handed to ``on_checkpoint(raw, segments_started, boundaries_done)``;
     given back as ``resume`` it continues the run exactly where an uninterrupted one
     goes on (bit for bit with one worker and one thread).
@@ -454,6 +468,7 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         futures = [
             client.submit(_worker_task, server, spec, cfg, w, s.threads,
                           np.random.SeedSequence(entropy, spawn_key=(segment, w)), token,
+                          state["raw"] is not None,
                           key=f"hsa2c-worker-{segment}-w{w}-{token}",
                           workers=[s.address], allow_other_workers=False, pure=False)
             for w, s in enumerate(handle.slots)

@@ -170,7 +170,9 @@ class HSA2CAgent(BaseEstimator):
     the boundary). At a boundary the server's state is written (parameters, step
     count, episode log, observation moments); the next segment's workers reset their
     environments from seeds derived from ``random_state`` and the segment's index,
-    restart their optimiser statistics and drop unfinished episodes. A fit resumed from
+    restart their optimiser statistics (RMSProp's bias-corrected as Adam's are, so the
+    first steps of a restarted segment are not up to 10x a steady step) and drop
+    unfinished episodes. A recovery from a lost worker restarts them the same way. A fit resumed from
     the checkpoint therefore runs exactly the segments an uninterrupted fit with the
     same ``checkpoint_path`` settings runs next: with one worker and one thread its
     parameters and episodes are bit-identical. The boundaries make such a fit differ
