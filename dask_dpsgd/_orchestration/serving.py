@@ -22,9 +22,12 @@ from dask_dpsgd._server.actor import ParameterServer
 
 
 def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
-                 max_staleness: int | None, address: str, key: str
-                 ) -> tuple[Any, Any]:
+                 max_staleness: int | None, address: str, key: str,
+                 poll: float = 1.0) -> tuple[Any, Any]:
     """Start a :class:`ParameterServer` actor pinned to ``address``.
+
+    Raises :class:`WorkerLostError` if that worker leaves before the actor starts
+    (checked every ``poll`` seconds).
 
     Returns
     -------
@@ -36,7 +39,15 @@ def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
     future = client.submit(ParameterServer, rule, rule_kwargs, max_staleness,
                            actor=True, workers=[address], allow_other_workers=False,
                            key=key)
-    return future, future.result()
+    while True:
+        try:
+            return future, future.result(timeout=poll)
+        except TimeoutError:
+            # Pinned to a worker that died before the scheduler placed it, the actor
+            # would wait for that worker forever (seen when a kill hit a fit's start).
+            if lost_workers(client, [address]):
+                client.cancel([future])
+                raise WorkerLostError([address]) from None
 
 
 class ServerWatch:
