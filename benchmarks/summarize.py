@@ -1075,6 +1075,101 @@ def render_a2c_modes(doc: dict[str, Any], path: Path) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------ faults section
+
+FAULT_SCENARIO_TEXT = {
+    "lda-kill": "LDA, 2 workers, one killed (SIGKILL) at a random moment",
+    "a2c-kill": "A2C, 2 workers, one killed (SIGKILL) at a random moment",
+    "lda-load": "LDA, 8 workers on 2 cores",
+    "a2c-load": "A2C, 8 workers on 2 cores",
+    "lda-pause": "LDA, 8 workers, one paused (SIGSTOP) mid-fit",
+    "a2c-pause": "A2C, 8 workers, one paused (SIGSTOP) mid-fit",
+}
+
+
+def _lost_cell(runs: list[dict[str, Any]]) -> str:
+    """Updates lost per run; ``≥`` marks a lower bound (the server's worker died)."""
+    cells = [("" if r.get("updates_lost_exact", True) else "≥") + str(r["updates_lost"])
+             for r in runs if r.get("completed") and r.get("recoveries")]
+    return ", ".join(cells) if cells else "–"
+
+
+def render_faults(doc: dict[str, Any], path: Path) -> str:
+    """Faults injected, fits completed, updates lost and the update accounting."""
+    cfg = doc["config"]
+    runs = doc["runs"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+    out = [
+        "Every scenario runs on real Dask worker processes (`LocalCluster`, 1 core "
+        "each). Kill scenarios first fit undisturbed on the same cluster (the "
+        "reference of the quality ratio), then kill the parameter server's worker "
+        "(odd repeats: the other worker) at a moment drawn from a seeded RNG. Load and "
+        "pause scenarios use the default `max_staleness=\"auto\"`. Quality: LDA held-out "
+        "perplexity (ratio < 1 is better), A2C mean return of the last 100 training "
+        "episodes (ratio > 1 is better). Updates lost: applied by the server after the "
+        "last checkpoint and discarded by the recovery; `≥` marks a lower bound (the "
+        "server's own worker died, so its count at the loss is the last one the driver "
+        "read). Counters after a recovery: LDA's cover every completed pass; A2C's "
+        "cover the segment run after the last recovery (the workers' own counts of "
+        "the cut segment die with their tasks).",
+        "",
+        "```", doc.get("command", ""), "```", "",
+        machine_block(doc), "",
+    ]
+    rows = []
+    for sc in scenarios:
+        rs = [r for r in runs if r["scenario"] == sc]
+        faulted = [r for r in rs if r["faults_injected"] or sc.endswith("-load")]
+        done = [r for r in faulted if r["completed"]]
+        sent = sum(r.get("pushes_sent", 0) for r in done)
+        applied = sum(r.get("applied", 0) for r in done)
+        rejected = sum(r.get("rejected", 0) for r in done)
+        ok = all(r.get("accounting_ok") for r in done)
+        ratios = [r["quality_ratio"] for r in done if "quality_ratio" in r]
+        quality = [r["quality"] for r in done if "quality" in r]
+        rows.append([
+            FAULT_SCENARIO_TEXT.get(sc, sc),
+            str(sum(r["faults_injected"] for r in faulted)),
+            f"{len(done)}/{len(faulted)}",
+            str(sum(r.get("recoveries", 0) for r in done)),
+            _lost_cell(done),
+            f"{sent:,} = {applied:,} + {rejected:,}" + (" ✓" if ok else " ✗"),
+            spread(ratios, ".3f") if ratios else spread(quality, ".1f"),
+            spread([r["wall_s"] for r in done], ".1f"),
+        ])
+    out.append(table(
+        ["scenario", "faults injected", "fits completed", "recoveries",
+         "updates lost (per recovery)", "pushes sent = applied + rejected",
+         "quality vs undisturbed (value if none)", "fit s"], rows,
+        "lrrrrrrr"))
+    out += ["", "Every run (the first of a kill or pause scenario is its undisturbed "
+            "reference):", ""]
+    detail = []
+    for r in runs:
+        detail.append([
+            r["scenario"], str(r["seed"]), r["fault"] or "none",
+            "yes" if r["completed"] else f"no: {r['error']}",
+            str(r.get("recoveries", "–")),
+            _lost_cell([r]) if r.get("recoveries") else "0",
+            f"{r.get('pushes_sent', 0):,} = {r.get('applied', 0):,} + "
+            f"{r.get('rejected', 0):,}",
+            f"{r.get('max_staleness')} / {r.get('staleness_max')}",
+            format(r["quality"], ".1f") if "quality" in r else "–",
+            format(r["wall_s"], ".1f"),
+        ])
+    out.append(table(
+        ["scenario", "seed", "fault", "completed", "recoveries", "updates lost",
+         "sent = applied + rejected", "max_staleness used / max seen", "quality",
+         "fit s"], detail, "lrllrrrrrr"))
+    out += ["", f"Config: {cfg['repeats']} disturbed fit(s) per scenario, "
+            f"{cfg['lda_passes']} LDA passes and up to {cfg['a2c_timesteps']:,} A2C "
+            f"steps (stop at a mean return of 475) when killing; "
+            f"{cfg['crowd_workers']} workers, {cfg['load_passes']} LDA passes and "
+            f"{cfg['load_timesteps']:,} A2C steps under load; "
+            f"{cfg['pause_seconds']:g} s pauses."]
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------- generic
 
 def render_generic(doc: dict[str, Any], path: Path) -> str:
@@ -1091,6 +1186,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]] = {
     "a2c": ("A2C: HSA2C vs stable-baselines3 on CartPole and Acrobot", render_a2c),
     "a2c_modes": ("A2C: HSA2C's modes against serial, return vs wall-clock and speed-up",
                   render_a2c_modes),
+    "faults": ("Fault and load tests", render_faults),
 }
 
 NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"

@@ -24,6 +24,21 @@ def client():
 
 
 @pytest.fixture(scope="session")
+def fragile():
+    """2 worker processes x 1 thread (1 numba thread) for tests that kill workers.
+
+    The nannies restart a killed worker (under a new address); each use waits for both.
+    Not the default client: tests make it current for their fits only.
+    """
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"},
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
 def nips():
     """The bundled NIPS corpus (float64 CSR) with its 90/10 split."""
     from dask_dpsgd.datasets import load_nips

@@ -172,7 +172,7 @@ def test_paused_worker_pushes_arrive_late_and_meet_the_staleness_rule(crowded):
     # worker waits for the stalled one inside the pass. The late push's staleness is
     # at most the others' 7/8 of 188 updates (< 256, the histogram's bins).
     kw = dict(n_components=100, batch_size=8, max_iter=1, random_state=0,
-              warmup_updates=0)
+              warmup_updates=0, max_staleness=None)
     pushes = -(-N_DOCS // 8)
     with crowded.as_current():
         victim = sorted(crowded.scheduler_info()["workers"])[-1]
@@ -236,11 +236,12 @@ def test_agent_accounting_with_8_workers_and_a_paused_one(crowded):
         # max_staleness=3 on 8 workers sharing 2 cores: many pushes are rejected,
         # the stalled worker's among them; the steps of rejected pushes do not count,
         # so the fit runs on until the applied ones reach the budget.
-        strict = _stalled_agent_fit(crowded, victim, max_staleness=3)
+        with pytest.warns(StaleUpdatesWarning, match="max_staleness=3$"):
+            strict = _stalled_agent_fit(crowded, victim, max_staleness=3)
         _agent_checks(strict, max_staleness=3)
         assert strict.n_updates_rejected_ > 0
         # Without a limit the stalled worker's push is applied, very late.
-        late = _stalled_agent_fit(crowded, victim)
+        late = _stalled_agent_fit(crowded, victim, max_staleness=None)
         _agent_checks(late)
         assert late.n_updates_rejected_ == 0
         assert late.staleness_max_ >= 50
@@ -257,12 +258,12 @@ def test_staleness_summary_stays_exact_beyond_255(crowded, estimator):
             # 750 tiny minibatches in one pass; a 3 s stall lets the 7 others apply
             # several hundred updates before the stalled worker's push arrives.
             kw = dict(n_components=10, batch_size=2, max_iter=1, random_state=0,
-                      warmup_updates=0)
+                      warmup_updates=0, max_staleness=None)
             base = LDA(**kw).fit(_nips())
             late = _stalled_fit(crowded, victim, kw, seconds=3.0,
                                 at=0.25 * base.history_[0]["time/pass_s"])
         else:
-            late = _stalled_agent_fit(crowded, victim)
+            late = _stalled_agent_fit(crowded, victim, max_staleness=None)
     if late.staleness_max_ < 256:
         pytest.skip(f"the stall gave staleness {late.staleness_max_} only; nothing to "
                     "check beyond 255")

@@ -229,6 +229,38 @@ rmsprop_step = numba.njit(
 )(_rmsprop_step)
 
 
+def rmsprop_bias_correction(lr: float, eps: float, alpha: float,
+                            k: int) -> tuple[float, float]:
+    """``lr`` and ``eps`` that make :func:`rmsprop_step` bias-corrected at step ``k``.
+
+    ``square_avg`` starts at zero, so after ``k`` steps it averages ``g**2`` with total
+    weight ``1 - alpha**k``: the first step divides by ``sqrt(1 - alpha) |g|`` and is
+    ``1 / sqrt(1 - alpha)`` (10 for alpha 0.99) times a steady step, per coordinate.
+    Harmless at the start of training (SB3 and PyTorch do it), it can wreck a trained
+    policy when statistics restart mid-training. Dividing ``square_avg`` by
+    ``1 - alpha**k``, as Adam does (Kingma & Ba 2015, Algorithm 1), removes it.
+
+    Parameters
+    ----------
+    lr, eps, alpha : float
+        As for :func:`rmsprop_step`.
+    k : int
+        Steps taken since the statistics were zero, this one included (>= 1).
+
+    Returns
+    -------
+    (lr, eps) : tuple of float
+        To pass to :func:`rmsprop_step`.
+
+    Notes
+    -----
+    Equivalent to ``delta = -lr * g / (sqrt(square_avg / c**2) + eps)`` with
+    ``c = sqrt(1 - alpha**k)``: multiply numerator and denominator by ``c``.
+    """
+    c = math.sqrt(1.0 - alpha ** k)
+    return lr * c, eps * c
+
+
 def _adam_step(
     params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, out_delta
 ):

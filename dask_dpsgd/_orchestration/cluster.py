@@ -367,6 +367,11 @@ class WorkerLostError(RuntimeError):
     def __init__(self, addresses: list[str]) -> None:
         super().__init__(f"Dask worker(s) lost during the fit: {', '.join(addresses)}")
         self.addresses = addresses
+        # Server updates applied after the last checkpoint. Raised outside a segment
+        # (placing shards, starting a server) the loss discards none; serving.serving
+        # sets both for losses inside one.
+        self.updates_lost = 0
+        self.updates_lost_exact = True
 
 
 def lost_workers(client: Any, addresses: list[str]) -> list[str]:

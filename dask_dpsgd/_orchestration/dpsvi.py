@@ -42,7 +42,9 @@ from dask_dpsgd._orchestration.cluster import (
 from dask_dpsgd._orchestration.live import LiveMetrics
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import (
+    ServerWatch,
     counts_record,
+    loss_event,
     merge_counts,
     merge_histograms,
     serving,
@@ -336,7 +338,7 @@ def _gather_round(futures: list[Any], addresses: list[str] | None = None,
     for it: every ``poll`` seconds the workers in ``addresses`` are checked, and a lost
     one raises :class:`WorkerLostError` (as does an error explained by a lost worker,
     e.g. the parameter server's worker gone). ``on_poll()``, if given, is called at
-    each check that found every worker alive (live metrics).
+    each check that found every worker alive (updates-lost watch, live metrics).
     """
     client = futures[0].client
     addresses = addresses or []
@@ -455,13 +457,12 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
             if not survivors:
                 raise RuntimeError("every worker of the fit was lost; nothing left to "
                                    "continue on") from exc
-            logger.warning("dask-dpsgd: %s; resuming from pass %d on %d worker(s)",
-                           exc, ckpt.passes_done, len(survivors))
-            events.append({"event": "worker_lost", "workers": exc.addresses,
-                           "resumed_from_pass": ckpt.passes_done,
-                           "resumed_at_update": ckpt.step - first_step,
-                           "workers_left": len(survivors),
-                           "time": time.time()})
+            logger.warning("dask-dpsgd: %s; resuming from pass %d on %d worker(s), "
+                           "%d update(s) lost", exc, ckpt.passes_done, len(survivors),
+                           exc.updates_lost)
+            events.append(loss_event(exc, len(survivors),
+                                     resumed_from_pass=ckpt.passes_done,
+                                     resumed_at_update=ckpt.step - first_step))
             handle = ClusterHandle(handle.client, handle.owned, tuple(survivors),
                                    handle.dashboard_link)
 
@@ -526,17 +527,24 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     def totals(stats: dict[str, Any], hist: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         return merge_counts(base_counts, stats), merge_histograms(base_hist, hist)
 
-    def live_poll(server: Any, passes_done: int) -> None:
-        # Mid-pass: the counters only (no bound is computed for the dashboard).
+    watch = ServerWatch()
+
+    def poll(passes_done: int, server: Any = server) -> None:
+        # Mid-pass: the server's counters, for a lower bound on the updates a loss of
+        # its worker would discard, and for the dashboard (no bound is computed).
+        try:
+            stats = server.stats().result(timeout=2)
+        except Exception:  # noqa: BLE001 - its worker may be dying; the check follows
+            return
+        watch.seen(stats["version"])
         if live is not None and live.due():
-            stats = server.stats().result()
             record = {"pass": passes_done,
                       **counts_record(merge_counts(base_counts, stats))}
             if last_perp is not None:
                 record["train/perplexity"] = last_perp
             live.publish(record)
 
-    with serving(client, addresses, token, server_future, server):
+    with serving(client, addresses, token, server_future, server, watch):
         for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
             futures = [
@@ -549,7 +557,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 for w, s in enumerate(slots)
             ]
             results = _gather_round(futures, addresses,
-                                    on_poll=functools.partial(live_poll, server, p))
+                                    on_poll=functools.partial(poll, p))
             elapsed = time.perf_counter() - t0
             stats = server.stats().result()
             hist = server.staleness_histogram().result()
@@ -576,6 +584,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
             ckpt.lam = snap["lambda"]
             ckpt.raw = snap["raw"]
             ckpt.step = first_step + version
+            watch.checkpoint(version)
             ckpt.passes_done = p + 1
             ckpt.pushes_sent += sum(r["pushes_sent"] for r in results)
             ckpt.counts = counts

@@ -44,7 +44,9 @@ from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
 from dask_dpsgd._orchestration.live import LiveMetrics
 from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
 from dask_dpsgd._orchestration.serving import (
+    ServerWatch,
     counts_record,
+    loss_event,
     merge_counts,
     merge_histograms,
     serving,
@@ -88,6 +90,7 @@ class HSA2CResult(NamedTuple):
     theta: np.ndarray
     obs_mean: np.ndarray
     obs_var: np.ndarray
+    obs_count: float
     episodes: np.ndarray  # (n, 3): approximate global step, return, length
     total_steps: int
     history: list[dict[str, Any]]
@@ -123,7 +126,8 @@ def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
 
 
 def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
-                 threads: int, seed: Any, token: str = "") -> dict[str, Any]:
+                 threads: int, seed: Any, token: str = "",
+                 resumed: bool = False) -> dict[str, Any]:
     """One worker's whole training (see the module docstring)."""
     numba.set_num_threads(threads)
     # Split the gradient over threads only when the batch is worth it: A2C's default
@@ -136,14 +140,21 @@ def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
     env = make_vector_env(spec, cfg.n_envs)
     try:
         return _train_worker(server, spec, env, cfg, worker, parallel, rng,
-                             lambda: abandoned(token))
+                             lambda: abandoned(token), resumed)
     finally:
         env.close()
 
 
 def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
                   cfg: HSA2CConfig, worker: int, parallel: bool,
-                  rng: np.random.Generator, aborted: Any = None) -> dict[str, Any]:
+                  rng: np.random.Generator, aborted: Any = None,
+                  resumed: bool = False) -> dict[str, Any]:
+    """Train on one worker until the server says done (see the module docstring).
+
+    ``resumed``: the segment continues a model trained before (after a checkpoint
+    boundary or a recovery); its RMSProp statistics, which start empty, are then
+    bias-corrected (:func:`a2c.rmsprop_bias_correction`).
+    """
     info_sp = space_info(spec, env.single_observation_space, env.single_action_space)
     n_envs, n_steps, obs_dim = cfg.n_envs, cfg.n_steps, info_sp.obs_dim
     act_dim = info_sp.n_act_outputs if info_sp.continuous else 1
@@ -269,8 +280,13 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             a2c.clip_grad_norm(grad, cfg.max_grad_norm)
             updates += 1
             if cfg.optimizer == "rmsprop":
-                a2c.rmsprop_step(theta, grad, opt_a, cfg.learning_rate, 0.99,
-                                 cfg.rms_prop_eps, step)
+                lr, eps = cfg.learning_rate, cfg.rms_prop_eps
+                if resumed:
+                    # Empty statistics on a trained policy: the first steps would be
+                    # up to 10x a steady step in every coordinate (seen to undo a
+                    # solved CartPole after a lost worker). Adam corrects this itself.
+                    lr, eps = a2c.rmsprop_bias_correction(lr, eps, 0.99, updates)
+                a2c.rmsprop_step(theta, grad, opt_a, lr, 0.99, eps, step)
             else:
                 a2c.adam_step(theta, grad, opt_a, opt_b, updates, cfg.learning_rate,
                               0.9, 0.999, 1e-8, step)
@@ -314,11 +330,20 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             "compute_s": t_compute, "env_s": t_env, "wait_s": pusher.wait_seconds}
 
 
+class Resume(NamedTuple):
+    """Where a fit continues from a checkpoint file (see :func:`run_hsa2c`)."""
+
+    raw: dict[str, np.ndarray]  # the server's state (A2CRule.snapshot)
+    segments_started: int  # seeds of the next segment: SeedSequence(entropy, (this, w))
+    boundaries_done: int  # checkpoint segments completed
+
+
 def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
               theta0: np.ndarray, obs_dim: int, *, entropy: int,
               max_staleness: int | None, poll_interval: float = 0.5,
               progress: Any = None, max_recoveries: int = 3,
-              live: LiveMetrics | None = None
+              checkpoint_every: int | None = None, resume: Resume | None = None,
+              on_checkpoint: Any = None, live: LiveMetrics | None = None
               ) -> tuple[HSA2CResult, list[dict[str, Any]]]:
     """Train an actor-critic by HSA2C on the cluster's workers, surviving lost workers.
 
@@ -326,8 +351,19 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     its latest state (parameters, step count, episode log, observation moments) as an
     in-memory checkpoint. When a worker is lost (the actor's included) the run continues
     on the workers left from that checkpoint, with the remaining budget; the updates
-    made since the last poll are lost and the workers' optimiser statistics restart.
-    Every task of a run belongs to the Dask span ``hsa2c-fit``.
+    applied since the last poll are lost (counted in the event's ``updates_lost``) and
+    the workers' optimiser statistics restart. Every task of a run belongs to the Dask
+    span ``hsa2c-fit``.
+
+    With ``checkpoint_every``, training is cut into segments at every multiple of
+    ``checkpoint_every`` environment steps: each segment's workers end at the boundary
+    (at their first push at or past it), and the next segment starts new tasks that
+    reset their environments from ``SeedSequence(entropy, spawn_key=(segment, w))``,
+    with fresh optimiser statistics (bias-corrected, see :func:`_train_worker`), from
+    the server's state at the boundary. That
+    state is handed to ``on_checkpoint(raw, segments_started, boundaries_done)``;
+    given back as ``resume`` it continues the run exactly where an uninterrupted one
+    goes on (bit for bit with one worker and one thread).
 
     Parameters
     ----------
@@ -335,7 +371,7 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     spec : EnvSpec
     cfg : HSA2CConfig
     theta0 : ndarray of float64
-        Initial parameters.
+        Initial parameters (ignored with ``resume``).
     obs_dim : int
     entropy : int
         Root seed: segment ``s``, worker ``w`` draws from ``SeedSequence(entropy,
@@ -346,6 +382,11 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     progress : callable or None
         Called with each history record.
     max_recoveries : int
+    checkpoint_every : int or None
+        Environment steps between segment boundaries (``None``: one segment).
+    resume : Resume or None
+        Continue from a checkpoint.
+    on_checkpoint : callable or None
     live : LiveMetrics or None
         Gets each history record (the dashboard's live page plots them).
 
@@ -356,20 +397,25 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
         One record per recovery.
     """
     state: dict[str, Any] = {"theta": theta0, "raw": None}
+    if resume is not None:
+        state.update(theta=resume.raw["theta"], raw=resume.raw)
     totals: dict[str, Any] = {"history": [], "pushes_sent": 0, "updates": 0,
                               "counts": {}, "histogram": np.zeros(0, np.int64),
                               "t0": time.perf_counter()}
     events: list[dict[str, Any]] = []
-    segment = 0
+    segment = 0 if resume is None else resume.segments_started
+    boundary = 0 if resume is None else resume.boundaries_done
     while True:
+        end = cfg.total_timesteps
+        if checkpoint_every is not None:
+            end = min(end, (boundary + 1) * checkpoint_every)
         try:
             with distributed.span("hsa2c-fit"):
                 result = _run_segment(handle, spec, cfg, state, totals, obs_dim,
-                                      entropy=entropy, segment=segment,
+                                      entropy=entropy, segment=segment, budget=end,
                                       max_staleness=max_staleness,
                                       poll_interval=poll_interval, progress=progress,
                                       live=live)
-            return result, events
         except WorkerLostError as exc:
             if len(events) >= max_recoveries:
                 raise
@@ -377,37 +423,59 @@ def run_hsa2c(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
             if not survivors:
                 raise RuntimeError("every worker of the fit was lost") from exc
             raw = state["raw"]
-            logger.warning("dask-dpsgd: %s; continuing on %d worker(s)", exc,
-                           len(survivors))
-            events.append({"event": "worker_lost", "workers": exc.addresses,
-                           "resumed_at_timestep": int(raw["total_steps"]) if raw else 0,
-                           "workers_left": len(survivors), "time": time.time()})
+            logger.warning("dask-dpsgd: %s; continuing on %d worker(s), %d update(s) "
+                           "lost", exc, len(survivors), exc.updates_lost)
+            events.append(loss_event(
+                exc, len(survivors),
+                resumed_at_timestep=int(raw["total_steps"]) if raw else 0))
             handle = ClusterHandle(handle.client, handle.owned, tuple(survivors),
                                    handle.dashboard_link)
             segment += 1
+            continue
+        segment += 1
+        # Done: the whole budget spent, or stopped short of the boundary by the target.
+        finished = end >= cfg.total_timesteps or result.total_steps < end
+        if checkpoint_every is None:
+            return result, events
+        boundary += 1
+        raw = {"theta": result.theta, "obs_mean": result.obs_mean,
+               "obs_var": result.obs_var, "obs_count": result.obs_count,
+               "episodes": result.episodes, "total_steps": np.array(result.total_steps)}
+        state.update(theta=result.theta, raw=raw)
+        totals.update(counts=result.stats, histogram=result.staleness_histogram,
+                      pushes_sent=result.pushes_sent, updates=result.updates)
+        if on_checkpoint is not None:
+            on_checkpoint(raw, segment, boundary)
+        if finished:
+            return result, events
 
 
 def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
                  state: dict[str, Any], totals: dict[str, Any], obs_dim: int, *,
-                 entropy: int, segment: int, max_staleness: int | None,
+                 entropy: int, segment: int, budget: int, max_staleness: int | None,
                  poll_interval: float, progress: Any,
                  live: LiveMetrics | None = None) -> HSA2CResult:
-    """One parameter server and one task per worker, until done or a worker is lost."""
+    """One parameter server and one task per worker, until done or a worker is lost.
+
+    ``budget``: the workers stop once the server's step count reaches it.
+    """
     client = handle.client
     token = uuid.uuid4().hex[:8]
     addresses = [s.address for s in handle.slots]
     server_future, server = start_server(
         client, "a2c",
         {"theta": state["theta"], "obs_dim": obs_dim,
-         "total_timesteps": cfg.total_timesteps, "target_return": cfg.target_return,
+         "total_timesteps": budget, "target_return": cfg.target_return,
          "raw": state["raw"]},
         max_staleness, addresses[0], f"hsa2c-server-{token}")
     history = totals["history"]
     t0 = totals["t0"]
-    with serving(client, addresses, token, server_future, server):
+    watch = ServerWatch()
+    with serving(client, addresses, token, server_future, server, watch):
         futures = [
             client.submit(_worker_task, server, spec, cfg, w, s.threads,
                           np.random.SeedSequence(entropy, spawn_key=(segment, w)), token,
+                          state["raw"] is not None,
                           key=f"hsa2c-worker-{segment}-w{w}-{token}",
                           workers=[s.address], allow_other_workers=False, pure=False)
             for w, s in enumerate(handle.slots)
@@ -428,10 +496,11 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
             pending = [f for f in pending if not f.done()]
             stats = server.stats().result()
             prog = server.progress().result()
-            _, snap = server.snapshot().result()
+            version, snap = server.snapshot().result()
             # The in-memory checkpoint a recovery restarts from.
             state["theta"] = snap["theta"]
             state["raw"] = snap
+            watch.checkpoint(version)
             counts = merge_counts(totals["counts"], stats)
             elapsed = time.perf_counter() - t0
             record = {
@@ -461,6 +530,7 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
              "staleness_mean": counts["staleness_sum"] / n if n else 0.0}
     return HSA2CResult(
         theta=snap["theta"], obs_mean=snap["obs_mean"], obs_var=snap["obs_var"],
+        obs_count=float(snap["obs_count"]),
         episodes=snap["episodes"], total_steps=int(snap["total_steps"]),
         history=list(history), stats=stats, staleness_histogram=merged,
         pushes_sent=totals["pushes_sent"] + sum(r["pushes_sent"] for r in results),

@@ -10,6 +10,7 @@ always releases the segment's worker tasks and the actor.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +22,12 @@ from dask_dpsgd._server.actor import ParameterServer
 
 
 def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
-                 max_staleness: int | None, address: str, key: str
-                 ) -> tuple[Any, Any]:
+                 max_staleness: int | None, address: str, key: str,
+                 poll: float = 1.0) -> tuple[Any, Any]:
     """Start a :class:`ParameterServer` actor pinned to ``address``.
+
+    Raises :class:`WorkerLostError` if that worker leaves before the actor starts
+    (checked every ``poll`` seconds).
 
     Returns
     -------
@@ -35,12 +39,44 @@ def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
     future = client.submit(ParameterServer, rule, rule_kwargs, max_staleness,
                            actor=True, workers=[address], allow_other_workers=False,
                            key=key)
-    return future, future.result()
+    while True:
+        try:
+            return future, future.result(timeout=poll)
+        except TimeoutError:
+            # Pinned to a worker that died before the scheduler placed it, the actor
+            # would wait for that worker forever (seen when a kill hit a fit's start).
+            if lost_workers(client, [address]):
+                client.cancel([future])
+                raise WorkerLostError([address]) from None
+
+
+class ServerWatch:
+    """What the driver knows of a segment's server version, to count updates lost.
+
+    ``checkpoint_version`` is the server's version in the driver's last checkpoint (what
+    a recovery restarts from); ``seen_version`` the latest version the driver read.
+    When a worker is lost, the updates applied after the checkpoint are discarded:
+    :func:`serving` reads the version at the loss from the server if its worker lives
+    (exact), else falls back to ``seen_version`` (a lower bound).
+    """
+
+    def __init__(self) -> None:
+        self.checkpoint_version = 0
+        self.seen_version = 0
+
+    def seen(self, version: int) -> None:
+        """Record a version read from the server."""
+        self.seen_version = max(self.seen_version, int(version))
+
+    def checkpoint(self, version: int) -> None:
+        """Record the version of the checkpoint just taken."""
+        self.seen(version)
+        self.checkpoint_version = int(version)
 
 
 @contextlib.contextmanager
 def serving(client: Any, addresses: list[str], token: str, server_future: Any,
-            server: Any) -> Iterator[None]:
+            server: Any, watch: ServerWatch | None = None) -> Iterator[None]:
     """Run a segment's body; translate losses; always release its tasks and actor.
 
     Parameters
@@ -52,6 +88,11 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
         The segment's tasks poll this token to learn they are abandoned.
     server_future, server
         From :func:`start_server`.
+    watch : ServerWatch or None
+        Versions seen by the driver; a :class:`WorkerLostError` leaving the block then
+        carries ``updates_lost`` (applied after the last checkpoint) and
+        ``updates_lost_exact`` (False when the server's worker was the one lost, so the
+        count is the lower bound ``seen_version - checkpoint_version``).
     """
     try:
         yield
@@ -59,11 +100,26 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
         # The actor's worker may be the one that died: its callers see OSError,
         # CancelledError or "Worker holding Actor was lost". Report it as the loss it is.
         if isinstance(exc, WorkerLostError):
+            err = exc
+        else:
+            lost = lost_workers(client, addresses)
+            if not lost:
+                raise
+            err = WorkerLostError(lost)
+            err.__cause__ = exc
+        if watch is not None:
+            exact = False
+            if addresses[0] not in err.addresses:
+                try:
+                    watch.seen(server.stats().result(timeout=5)["version"])
+                    exact = True
+                except Exception:  # noqa: BLE001 - its worker may go too; keep the bound
+                    pass
+            err.updates_lost = max(0, watch.seen_version - watch.checkpoint_version)
+            err.updates_lost_exact = exact
+        if err is exc:
             raise
-        lost = lost_workers(client, addresses)
-        if lost:
-            raise WorkerLostError(lost) from exc
-        raise
+        raise err from exc
     finally:
         # Release the segment's tasks on live workers; close the server if its worker
         # lives (calls to a dead one wait for distributed's connect timeouts).
@@ -72,6 +128,27 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
         if addresses[0] not in gone:
             close_server(server)
         client.cancel([server_future])
+
+
+def loss_event(exc: WorkerLostError, workers_left: int, **where: Any) -> dict[str, Any]:
+    """The record of one recovery: who was lost, what was discarded, where it resumed.
+
+    Parameters
+    ----------
+    exc : WorkerLostError
+        As raised by :func:`serving` (``updates_lost`` is 0 when it was not known).
+    workers_left : int
+    **where
+        Where the fit resumes (e.g. ``resumed_from_pass``).
+
+    Returns
+    -------
+    dict
+    """
+    return {"event": "worker_lost", "workers": exc.addresses, **where,
+            "updates_lost": int(exc.updates_lost),
+            "updates_lost_exact": bool(exc.updates_lost_exact),
+            "workers_left": workers_left, "time": time.time()}
 
 
 # Server counters that add up across the segments of one fit.
@@ -93,6 +170,7 @@ def counts_record(counts: dict[str, Any]) -> dict[str, Any]:
         "train/updates": n,
         "train/staleness_mean": counts["staleness_sum"] / n if n else 0.0,
         "train/staleness_max": counts["staleness_max"],
+        "train/rejected_stale": counts["n_rejected_stale"],
         "comm/bytes_pushed": counts["bytes_pushed"],
         "comm/bytes_pulled": counts["bytes_pulled"],
     }

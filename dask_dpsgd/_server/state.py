@@ -14,6 +14,7 @@ thin shell that calls these methods.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,40 @@ from dask_dpsgd._kernels.lda import gather_rows_affine, scatter_add_rows
 # Initial length of the staleness histogram; it grows (doubling) to hold any value, so
 # the counts are exact however late an update arrives.
 STALENESS_BINS = 64
+
+
+def staleness_bound(total_updates: int, n_workers: int = 1, lag: int = 0) -> int:
+    """The default staleness limit (``max_staleness="auto"``) of a fit.
+
+    The paper's speed-up holds while workers <= T^(1/2), T the number of server
+    updates (Mohamad, Alamri & Bouchachia 2022; Lian et al. 2015 bound the staleness
+    of asynchronous non-convex SGD by the same order): ``ceil(sqrt(T))`` accepts every
+    update of a fit inside that regime and rejects those of a worker that fell further
+    behind (paused, swapped out, on a slow node) than the theory allows.
+
+    A fit outside the regime (many workers, few updates) would then reject the
+    ordinary staleness of its own layout and discard most of its work, so the limit is
+    never below twice the staleness of a steady round: each of the ``n_workers``
+    workers pushes once per round, and with ``lag`` (prefetch) a worker's own previous
+    push is in flight too, so a push is normally ``n_workers * (1 + lag) - 1`` updates
+    old.
+
+    Parameters
+    ----------
+    total_updates : int
+        Server updates the fit will make (``T``).
+    n_workers : int
+        Workers pushing to the server.
+    lag : int
+        Pushes a worker may have in flight while computing (0 or 1).
+
+    Returns
+    -------
+    int
+        ``max(ceil(sqrt(total_updates)), 2 * n_workers * (1 + lag))``.
+    """
+    paper = math.ceil(math.sqrt(max(0, int(total_updates))))
+    return max(paper, 2 * int(n_workers) * (1 + int(lag)))
 
 
 class UpdateRule(Protocol):
@@ -63,8 +98,9 @@ class ServerState:
     rule : UpdateRule
         Storage and update of the parameters.
     max_staleness : int or None
-        Updates whose staleness exceeds this are rejected (counted, not applied).
-        ``None`` accepts any staleness.
+        Updates whose staleness exceeds this are rejected: counted in
+        ``n_rejected_stale``, not applied, never down-weighted. ``None`` accepts any
+        staleness.
 
     Attributes
     ----------

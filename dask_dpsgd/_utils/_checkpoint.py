@@ -51,3 +51,32 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray],
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: checkpoint metadata is not valid JSON") from exc
     return arrays, meta
+
+
+def check_fingerprint(path: str | os.PathLike, meta: dict[str, Any],
+                      fingerprint: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by a fit whose settings differ from this one's.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint (named in the error).
+    meta : dict
+        Its metadata (:func:`load_checkpoint`); ``meta["fingerprint"]`` is compared.
+    fingerprint : dict
+        This fit's settings, JSON-compatible values.
+
+    Raises
+    ------
+    ValueError
+        Naming every setting that differs, with both values.
+    """
+    # Compare as JSON sees them (tuples come back as lists).
+    ours = json.loads(json.dumps(fingerprint))
+    theirs = meta.get("fingerprint", {})
+    diff = sorted(k for k in ours if theirs.get(k) != ours[k])
+    if diff:
+        raise ValueError(
+            f"checkpoint {path} was written for a different fit ("
+            + ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in diff)
+            + "); delete it or point checkpoint_path elsewhere")

@@ -24,13 +24,18 @@ from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
 from dask_dpsgd._orchestration.live import live_metrics
-from dask_dpsgd._utils._checkpoint import load_checkpoint, save_checkpoint
+from dask_dpsgd._server.state import staleness_bound
+from dask_dpsgd._utils._checkpoint import (
+    check_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dask_dpsgd._utils._validation import (
     PARALLELISM,
     check_counts,
     check_counts_finite_nonneg,
 )
-from dask_dpsgd.exceptions import StaleUpdatesWarning, WorkerLostWarning
+from dask_dpsgd.exceptions import WorkerLostWarning, _warn_stale_updates
 
 
 def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
@@ -133,9 +138,20 @@ default="auto"
         Overlap each worker's next E-step with its previous push (the worker computes on
         parameters that lack its own last update). ``False`` waits for the reply, which
         with one worker is exactly scikit-learn's online algorithm.
-    max_staleness : int, default=None
-        Reject pushes computed on parameters more than this many updates old (counted in
-        ``n_updates_rejected_`` and warned about). ``None`` accepts all.
+    max_staleness : int, "auto" or None, default="auto"
+        Staleness limit: the server *rejects* (never down-weights) a push computed on
+        parameters more than this many updates old. Rejected pushes are counted in
+        ``n_updates_rejected_`` and ``history_`` (``train/rejected_stale``); with a
+        limit given as an int they are also warned about (``StaleUpdatesWarning``).
+        ``"auto"`` takes the paper's bound, ``ceil(sqrt(T))`` with ``T`` the server
+        updates of the fit (``max_iter`` passes of ``ceil(n_samples / batch_size)``
+        minibatches; for :meth:`partial_fit`, the model's updates so far plus this
+        call's): the paper's speed-up holds while workers <= T^(1/2), and a worker
+        further behind than that contributes stale noise. So that a fit outside that
+        regime (many workers, few updates) does not reject the ordinary staleness of
+        its own layout, the limit is never below ``2 * n_workers_ * (1 + prefetch)``,
+        twice a steady round's staleness. ``None`` accepts any staleness. The value
+        used is ``max_staleness_``.
     checkpoint_path : str or path-like, default=None
         Write a checkpoint after every pass of :meth:`fit` to this ``.npz`` file (plain
         arrays, read back without pickle). If the file exists when ``fit`` starts, the
@@ -187,9 +203,17 @@ default="auto"
         update was computed from).
     staleness_histogram_ : ndarray of int
         Applied updates per staleness value.
+    max_staleness_ : int or None
+        Staleness limit used by the last fit (``max_staleness`` resolved).
     recovery_events_ : list of dict
-        One record per lost worker the fit survived: the workers lost, the pass it
-        resumed from, the workers left (see Notes).
+        One record per lost worker the fit survived: ``workers`` lost,
+        ``resumed_from_pass``, ``resumed_at_update``, ``workers_left``,
+        ``updates_lost`` (updates the server applied after the last completed pass,
+        discarded by the recovery) and ``updates_lost_exact`` (False when the server's
+        own worker was lost: the count is then the lower bound the driver last read
+        from the server, about once a second).
+    updates_lost_ : int
+        Sum of ``updates_lost`` over ``recovery_events_``.
     history_ : list of dict
         One record per pass: ``time/docs_per_s``, ``train/staleness_mean``,
         ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
@@ -262,7 +286,8 @@ default="auto"
         "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
         "parallelism": [StrOptions(set(PARALLELISM))],
         "prefetch": ["boolean"],
-        "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
+        "max_staleness": [None, StrOptions({"auto"}),
+                          Interval(Integral, 0, None, closed="left")],
         "warmup_updates": [Interval(Integral, 0, None, closed="left")],
         "checkpoint_path": [None, str, os.PathLike],
     }
@@ -273,7 +298,7 @@ default="auto"
                  perp_tol=1e-1, mean_change_tol=1e-3, max_doc_update_iter=100,
                  n_jobs=None, verbose=0, random_state=None, n_workers=None,
                  threads_per_worker=None, parallelism="auto",
-                 prefetch=False, max_staleness=None,
+                 prefetch=False, max_staleness="auto",
                  warmup_updates=10, checkpoint_path=None):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
@@ -377,6 +402,12 @@ default="auto"
 
         self.exp_dirichlet_component_ = np.exp(dirichlet_expectation(self.components_))
 
+    def _resolve_max_staleness(self, total_updates: int, n_workers: int) -> int | None:
+        """``max_staleness`` with ``"auto"`` turned into the paper's bound."""
+        if self.max_staleness == "auto":
+            return staleness_bound(total_updates, n_workers, int(self.prefetch))
+        return self.max_staleness
+
     def _config(self, total_samples: float) -> DPSVIConfig:
         return DPSVIConfig(
             n_components=self.n_components, doc_topic_prior=self.doc_topic_prior_,
@@ -388,7 +419,8 @@ default="auto"
             mean_change_tol=float(self.mean_change_tol), lag=1 if self.prefetch else 0)
 
     def _train(self, X: Any, *, total_samples: float, n_passes: int,
-               evaluate_every: int, compute_bound: bool, start_pass: int = 0,
+               evaluate_every: int, compute_bound: bool, total_updates: int,
+               start_pass: int = 0,
                entropy: int | None = None, on_checkpoint: Any = None,
                raw0: dict[str, np.ndarray] | None = None) -> None:
         """Run DPSVI from the current ``components_`` and record the outcome."""
@@ -421,6 +453,8 @@ default="auto"
                     bar.set_postfix(post)
                     bar.update(1)
 
+            self.max_staleness_ = self._resolve_max_staleness(total_updates,
+                                                              len(handle.slots))
             try:
                 result, events = fit_dpsvi(
                     handle, X, np.ascontiguousarray(self.components_.T), cfg,
@@ -428,7 +462,7 @@ default="auto"
                     n_passes=start_pass + n_passes,
                     warmup_updates=int(self.warmup_updates),
                     evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
-                    entropy=entropy, max_staleness=self.max_staleness,
+                    entropy=entropy, max_staleness=self.max_staleness_,
                     compute_train_bound=compute_bound, progress=progress,
                     on_checkpoint=on_checkpoint, raw0=raw0, live=live)
             finally:
@@ -442,12 +476,14 @@ default="auto"
         self.n_batch_iter_ = result.n_batch_iter
         self.n_iter_ += result.n_passes - start_pass
         self.recovery_events_ = events
+        self.updates_lost_ = sum(e["updates_lost"] for e in events)
         if events:
             lost = [a for e in events for a in e["workers"]]
             warnings.warn(
                 f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
                 f"resumed {len(events)} time(s) from the last completed pass on the "
-                "workers left (see recovery_events_)", WorkerLostWarning, stacklevel=3)
+                f"workers left, discarding {self.updates_lost_} update(s) (see "
+                "recovery_events_)", WorkerLostWarning, stacklevel=3)
         stats = result.stats
         rejected = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
         self.n_pushes_sent_ = result.pushes_sent
@@ -473,11 +509,9 @@ default="auto"
                 f"{stats['n_rejected_nonfinite']} update(s) held NaN or infinity and were "
                 "rejected by the parameter server; the model was not corrupted, but the "
                 "fit did not use them. Check the input for extreme counts.")
-        if stats["n_rejected_stale"]:
-            warnings.warn(
-                f"{stats['n_rejected_stale']} of {stats['n_received']} updates were "
-                f"rejected as staler than max_staleness={self.max_staleness}",
-                StaleUpdatesWarning, stacklevel=3)
+        _warn_stale_updates(stats["n_rejected_stale"], stats["n_received"],
+                            self.max_staleness_, self.max_staleness == "auto",
+                            stacklevel=3)
 
     # ------------------------------------------------------------------ API
     @_fit_context(prefer_skip_nested_validation=True)
@@ -512,6 +546,7 @@ default="auto"
             on_checkpoint = self._checkpoint_writer(fingerprint, entropy)
         self._train(X, total_samples=X.shape[0],
                     n_passes=max(0, self.max_iter - start_pass),
+                    total_updates=self.max_iter * -(-X.shape[0] // self.batch_size),
                     evaluate_every=self.evaluate_every, compute_bound=True,
                     start_pass=start_pass, entropy=entropy, on_checkpoint=on_checkpoint,
                     raw0=raw0)
@@ -528,13 +563,10 @@ default="auto"
     def _resume(self, fingerprint: dict[str, Any]
                 ) -> tuple[int, int, dict[str, np.ndarray]]:
         arrays, meta = load_checkpoint(self.checkpoint_path)
-        theirs = meta.get("fingerprint", {})
-        diff = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
-        if diff or "components" not in arrays:
-            raise ValueError(
-                f"checkpoint {self.checkpoint_path} was written for a different fit "
-                f"({', '.join(f'{k}: {theirs.get(k)!r} there, {fingerprint[k]!r} here' for k in diff) or 'no components'}); "
-                "delete it or point checkpoint_path elsewhere")
+        check_fingerprint(self.checkpoint_path, meta, fingerprint)
+        if "components" not in arrays:
+            raise ValueError(f"checkpoint {self.checkpoint_path} holds no components; "
+                             "delete it or point checkpoint_path elsewhere")
         lam = np.asarray(arrays["components"], dtype=np.float64)
         if lam.shape != self.components_.shape or not np.isfinite(lam).all() or (
                 lam <= 0).any():
@@ -590,7 +622,9 @@ default="auto"
         if first_time:
             self._init_latent_vars(X.shape[1])
         self._train(X, total_samples=self.total_samples, n_passes=1, evaluate_every=0,
-                    compute_bound=False)
+                    compute_bound=False,
+                    total_updates=(self.n_batch_iter_ - 1
+                                   + -(-X.shape[0] // self.batch_size)))
         self.n_iter_ -= 1  # scikit-learn's partial_fit does not count passes
         return self
 

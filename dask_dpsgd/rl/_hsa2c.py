@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -15,10 +16,22 @@ from sklearn.utils.validation import check_is_fitted
 from dask_dpsgd._kernels import nn
 from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
-from dask_dpsgd._orchestration.hsa2c import HSA2CConfig, act, run_episodes, run_hsa2c
+from dask_dpsgd._orchestration.hsa2c import (
+    HSA2CConfig,
+    Resume,
+    act,
+    run_episodes,
+    run_hsa2c,
+)
 from dask_dpsgd._orchestration.live import live_metrics
+from dask_dpsgd._server.state import staleness_bound
+from dask_dpsgd._utils._checkpoint import (
+    check_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dask_dpsgd._utils._validation import PARALLELISM
-from dask_dpsgd.exceptions import WorkerLostWarning
+from dask_dpsgd.exceptions import WorkerLostWarning, _warn_stale_updates
 
 
 class HSA2CAgent(BaseEstimator):
@@ -88,8 +101,30 @@ default="auto"
         1 worker x its cores (gradient split over threads), workers x 1 core, or
         several x several; ``"auto"`` sizes the rest of ``n_workers`` /
         ``threads_per_worker`` to the cluster. The mode run is in ``parallelism_``.
-    max_staleness : int, default=None
-        Reject pushes staler than this (counted in ``n_updates_rejected_``).
+    max_staleness : int, "auto" or None, default="auto"
+        Staleness limit: the server *rejects* (never down-weights) a push computed on
+        parameters more than this many updates old. Rejected pushes are counted in
+        ``n_updates_rejected_`` and ``history_`` (``train/rejected_stale``); with a
+        limit given as an int they are also warned about (``StaleUpdatesWarning``).
+        Their environment steps do not count towards ``total_timesteps``. ``"auto"``
+        takes the paper's bound, ``ceil(sqrt(T))`` with ``T`` the server updates of the
+        fit, ``ceil(total_timesteps / (n_steps * n_envs * push_every))`` (each push
+        carries ``push_every`` updates of one worker): the paper's speed-up holds while
+        workers <= T^(1/2). So that a fit outside that regime (many workers, few
+        pushes) does not reject the ordinary staleness of its own layout, the limit is
+        never below ``2 * n_workers_ * (1 + prefetch)``, twice a steady round's
+        staleness. ``None`` accepts any staleness. The value used is
+        ``max_staleness_``.
+    checkpoint_path : str or path-like, default=None
+        Write a checkpoint to this ``.npz`` file (plain arrays and JSON, read back
+        without pickle) every ``checkpoint_every`` environment steps and at the end of
+        :meth:`fit`. If the file exists when ``fit`` starts, training continues from
+        it (a warm start after the whole cluster is gone). The settings that shape
+        training must match the checkpoint's, else ``fit`` refuses it. See Notes for
+        what a resumed fit reproduces.
+    checkpoint_every : int, default=10_000
+        Environment steps (summed over workers) between checkpoints, when
+        ``checkpoint_path`` is set.
     env_kwargs : dict, default=None
         Keyword arguments of ``gymnasium.make`` (with an id).
     random_state : int, RandomState instance or None, default=None
@@ -123,9 +158,16 @@ default="auto"
         The last fit's page of live curves on the Dask dashboard
         (``.../dpsgd/status?fit=<id>``; see the README); None without a dashboard. It
         lives as long as the cluster's scheduler.
+    max_staleness_ : int or None
+        Staleness limit used (``max_staleness`` resolved).
     recovery_events_ : list of dict
         One record per lost worker the fit survived (it continues on the workers left
-        from the state polled last, about every 0.5 s; the updates since are lost).
+        from the state polled last, about every 0.5 s): ``workers`` lost,
+        ``resumed_at_timestep``, ``workers_left``, ``updates_lost`` (pushes the server
+        applied after that poll, discarded) and ``updates_lost_exact`` (False when the
+        server's own worker was lost: the count is then 0, the lower bound known).
+    updates_lost_ : int
+        Sum of ``updates_lost`` over ``recovery_events_``.
     parallelism_ : str
         The mode the last fit ran in (``"serial"``, ``"hogwild"``,
         ``"parameter-server"`` or ``"dpsgd"``), from its workers and threads.
@@ -136,6 +178,21 @@ default="auto"
     -----
     Determinism: with one worker and one thread, a fixed ``random_state`` reproduces
     the run bit for bit; with several workers, the arrival order of pushes varies.
+
+    Checkpoints: an environment's internal state cannot in general be saved, so with
+    ``checkpoint_path`` training is cut into segments at every multiple of
+    ``checkpoint_every`` steps (a worker ends its segment at its first push at or past
+    the boundary). At a boundary the server's state is written (parameters, step
+    count, episode log, observation moments); the next segment's workers reset their
+    environments from seeds derived from ``random_state`` and the segment's index,
+    restart their optimiser statistics (RMSProp's bias-corrected as Adam's are, so the
+    first steps of a restarted segment are not up to 10x a steady step) and drop
+    unfinished episodes. A recovery from a lost worker restarts them the same way. A fit resumed from
+    the checkpoint therefore runs exactly the segments an uninterrupted fit with the
+    same ``checkpoint_path`` settings runs next: with one worker and one thread its
+    parameters and episodes are bit-identical. The boundaries make such a fit differ
+    from one without ``checkpoint_path``. Counters (pushes, staleness, ``history_``)
+    cover the segments run by the current call.
 
     References
     ----------
@@ -177,7 +234,10 @@ default="auto"
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
         "threads_per_worker": [None, Interval(Integral, 1, None, closed="left")],
         "parallelism": [StrOptions(set(PARALLELISM))],
-        "max_staleness": [None, Interval(Integral, 0, None, closed="left")],
+        "max_staleness": [None, StrOptions({"auto"}),
+                          Interval(Integral, 0, None, closed="left")],
+        "checkpoint_path": [None, str, os.PathLike],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "env_kwargs": [None, dict],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -190,7 +250,7 @@ default="auto"
                  activation="tanh", log_std_init=0.0, total_timesteps=100_000,
                  target_return=None, n_envs=8, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
-                 max_staleness=None,
+                 max_staleness="auto", checkpoint_path=None, checkpoint_every=10_000,
                  env_kwargs=None, random_state=None, verbose=0):
         self.env = env
         self.learning_rate = learning_rate
@@ -217,6 +277,8 @@ default="auto"
         self.threads_per_worker = threads_per_worker
         self.parallelism = parallelism
         self.max_staleness = max_staleness
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
         self.env_kwargs = env_kwargs
         self.random_state = random_state
         self.verbose = verbose
@@ -277,6 +339,14 @@ default="auto"
             target_return=None if self.target_return is None else float(self.target_return),
             push_every=self.push_every, lag=1 if self.prefetch else 0)
         entropy = int(rs.randint(np.iinfo(np.int32).max))
+        resume, on_checkpoint, every = None, None, None
+        if self.checkpoint_path is not None:
+            every = int(self.checkpoint_every)
+            fingerprint = self._fingerprint(layout)
+            if os.path.exists(self.checkpoint_path):
+                resume, entropy = self._resume(fingerprint, theta0.shape[0],
+                                               info.obs_dim)
+            on_checkpoint = self._checkpoint_writer(fingerprint, entropy)
         from tqdm.auto import tqdm
 
         bar = None
@@ -303,11 +373,18 @@ default="auto"
                         "stale": f"{record['train/staleness_mean']:.2f}"})
                     bar.refresh()
 
+            pushes = -(-int(self.total_timesteps)
+                       // (self.n_steps * self.n_envs * self.push_every))
+            self.max_staleness_ = (
+                staleness_bound(pushes, len(handle.slots), int(self.prefetch))
+                if self.max_staleness == "auto" else self.max_staleness)
             try:
                 result, events = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
                                            entropy=entropy,
-                                           max_staleness=self.max_staleness,
-                                           progress=progress, live=live)
+                                           max_staleness=self.max_staleness_,
+                                           progress=progress, checkpoint_every=every,
+                                           resume=resume, on_checkpoint=on_checkpoint,
+                                           live=live)
             finally:
                 if bar is not None:
                     bar.close()
@@ -340,12 +417,14 @@ default="auto"
         self.history_ = result.history
         self.live_metrics_url_ = live.url
         self.recovery_events_ = events
+        self.updates_lost_ = sum(e["updates_lost"] for e in events)
         if events:
             lost = [a for e in events for a in e["workers"]]
             warnings.warn(
                 f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
                 f"continued {len(events)} time(s) from the last polled state on the "
-                "workers left (see recovery_events_)", WorkerLostWarning, stacklevel=2)
+                f"workers left, discarding {self.updates_lost_} update(s) (see "
+                "recovery_events_)", WorkerLostWarning, stacklevel=2)
         if not events and stats["n_received"] != result.pushes_sent:
             raise RuntimeError(f"update accounting failed: workers sent "
                                f"{result.pushes_sent} pushes, the server received "
@@ -355,7 +434,58 @@ default="auto"
                 f"{stats['n_rejected_nonfinite']} parameter update(s) held NaN or "
                 "infinity and were rejected; training diverged (lower learning_rate or "
                 "max_grad_norm, or normalise observations)")
+        _warn_stale_updates(stats["n_rejected_stale"], stats["n_received"],
+                            self.max_staleness_, self.max_staleness == "auto",
+                            stacklevel=2)
         return self
+
+    # Parameters that shape training: a checkpoint resumes only a fit that agrees.
+    _CHECKPOINT_PARAMS = ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef",
+                          "vf_coef", "max_grad_norm", "rms_prop_eps", "use_rms_prop",
+                          "normalize_advantage", "normalize_observations", "clip_obs",
+                          "activation", "log_std_init", "n_envs", "push_every",
+                          "prefetch", "checkpoint_every")
+
+    def _fingerprint(self, layout: tuple[int, ...]) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed by this fit."""
+        env = self.env if isinstance(self.env, str) else getattr(
+            self.env, "__qualname__", type(self.env).__qualname__)
+        return {"env": env, "env_kwargs": repr(self.env_kwargs),
+                "layout": [int(v) for v in layout],
+                **{k: getattr(self, k) for k in self._CHECKPOINT_PARAMS}}
+
+    def _resume(self, fingerprint: dict[str, Any], n_params: int,
+                obs_dim: int) -> tuple[Resume, int]:
+        arrays, meta = load_checkpoint(self.checkpoint_path)
+        check_fingerprint(self.checkpoint_path, meta, fingerprint)
+        keys = ("theta", "obs_mean", "obs_var", "obs_count", "episodes", "total_steps")
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"checkpoint {self.checkpoint_path} lacks "
+                             f"{', '.join(missing)}; it is not an HSA2CAgent checkpoint")
+        raw = {k: np.asarray(arrays[k], dtype=np.float64) for k in keys}
+        shapes_ok = (raw["theta"].shape == (n_params,)
+                     and raw["obs_mean"].shape == raw["obs_var"].shape == (obs_dim,)
+                     and raw["episodes"].ndim == 2 and raw["episodes"].shape[1] == 3)
+        if not shapes_ok or not all(np.isfinite(v).all() for v in raw.values()):
+            raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid state "
+                             f"(parameters of shape {raw['theta'].shape}, expected "
+                             f"({n_params},); all values must be finite)")
+        return Resume(raw, int(meta["segments_started"]),
+                      int(meta["boundaries_done"])), int(meta["entropy"])
+
+    def _checkpoint_writer(self, fingerprint: dict[str, Any], entropy: int) -> Any:
+        path = self.checkpoint_path
+
+        def write(raw: dict[str, np.ndarray], segments_started: int,
+                  boundaries_done: int) -> None:
+            save_checkpoint(path, {k: np.asarray(v) for k, v in raw.items()},
+                            {"fingerprint": fingerprint, "entropy": int(entropy),
+                             "segments_started": int(segments_started),
+                             "boundaries_done": int(boundaries_done),
+                             "format": "dask-dpsgd-hsa2c-checkpoint-1"})
+
+        return write
 
     def _flat_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
         obs = np.asarray(obs, dtype=np.float64)

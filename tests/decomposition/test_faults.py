@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
-import signal
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from dask_dpsgd import DPSVILatentDirichletAllocation as LDA
+from dask_dpsgd._orchestration.cluster import current_workers
 from dask_dpsgd.exceptions import WorkerLostWarning
+from tests._faults import KILL_SEEDS, check_recovery, kill_after, kill_point
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(client, nips, tmp_path):
@@ -45,45 +46,45 @@ def test_checkpoint_with_object_arrays_cannot_run_code(client, nips, tmp_path):
         LDA(n_components=2, max_iter=1, checkpoint_path=str(path)).fit(nips[0][:20])
 
 
-def _kill_after(client, address: str, delay: float) -> threading.Thread:
-    """SIGKILL the worker process at ``address`` after ``delay`` seconds."""
-    pid = client.run(os.getpid, workers=[address])[address]
+# The killed-worker fits: 6 passes of 22 minibatches over the NIPS training split.
+KILL_KW = dict(n_components=8, max_iter=6, batch_size=64, random_state=0)
 
-    def kill() -> None:
-        time.sleep(delay)
-        os.kill(pid, signal.SIGKILL)
 
-    t = threading.Thread(target=kill, daemon=True)
-    t.start()
-    return t
+@pytest.fixture(scope="module")
+def lda_reference(fragile, nips):
+    """An undisturbed fit on the ``fragile`` cluster, and how long it took."""
+    X_train = nips[0]
+    with fragile.as_current():
+        fragile.wait_for_workers(2)
+        LDA(**{**KILL_KW, "max_iter": 1}).fit(X_train[:200])  # load the kernels
+        t0 = time.perf_counter()
+        reference = LDA(**KILL_KW).fit(X_train)
+        return reference, time.perf_counter() - t0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("victim", [0, 1], ids=["actor-worker", "other-worker"])
-def test_fit_survives_a_killed_worker(nips, victim):
-    distributed = pytest.importorskip("distributed")
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_fit_survives_a_worker_killed_at_a_random_point(fragile, nips, lda_reference,
+                                                         seed):
     X_train, X_test, _ = nips
-    kw = dict(n_components=8, max_iter=6, batch_size=64, random_state=0)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None,
-                                  env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as c, c.as_current():
-        LDA(**{**kw, "max_iter": 1}).fit(X_train[:200])  # load the kernels
-        t0 = time.perf_counter()
-        reference = LDA(**kw).fit(X_train)
-        duration = time.perf_counter() - t0
-        workers = sorted(c.scheduler_info()["workers"])
-        # Worker 0 holds the parameter server (slots are sorted by address). Kill it
-        # (or the other) about a third of the way into the fit.
-        killer = _kill_after(c, workers[victim], delay=0.35 * duration)
-        with pytest.warns(WorkerLostWarning, match="lost during the fit"):
-            disturbed = LDA(**kw).fit(X_train)
+    reference, duration = lda_reference
+    victim, delay = kill_point(seed, duration)
+    with fragile.as_current():
+        fragile.wait_for_workers(2)
+        # Worker 0 holds the parameter server (slots are sorted by address).
+        workers = current_workers(fragile)
+        killer = kill_after(fragile, workers[victim], delay)
+        with pytest.warns(WorkerLostWarning, match=r"lost during the fit.*discarding"):
+            disturbed = LDA(**KILL_KW).fit(X_train)
         killer.join()
-    assert len(disturbed.recovery_events_) >= 1
-    event = disturbed.recovery_events_[0]
-    assert event["workers"] == [workers[victim]]
+    check_recovery(disturbed, workers[victim], victim)
     assert disturbed.n_iter_ == 6
-    assert disturbed.n_pushes_sent_ == (disturbed.n_updates_applied_
-                                        + disturbed.n_updates_rejected_)
+    # Each pass is counted once, as completed; the interrupted pass's updates are the
+    # ones lost (at most a pass of them: the checkpoint is taken after every pass).
+    per_pass = -(-X_train.shape[0] // KILL_KW["batch_size"])
+    assert disturbed.n_pushes_sent_ == 6 * per_pass
+    assert all(e["updates_lost"] <= per_pass for e in disturbed.recovery_events_)
+    assert disturbed.max_staleness_ == reference.max_staleness_ == max(
+        math.ceil(math.sqrt(6 * per_pass)), 2 * 2)
     p_ref, p_dist = reference.perplexity(X_test), disturbed.perplexity(X_test)
     assert abs(p_dist / p_ref - 1) <= 0.05, (p_dist, p_ref)

@@ -587,6 +587,23 @@ def test_rmsprop_step_by_hand():
     np.testing.assert_allclose(sq, ref_sq, rtol=1e-13)
 
 
+def test_bias_corrected_rmsprop_by_hand():
+    grads = _grads(11)
+    params = np.linspace(-1, 1, grads.shape[1])
+    ref = params.copy()
+    sq = np.zeros_like(params)
+    ref_sq = np.zeros_like(params)
+    delta = np.empty_like(params)
+    for k, g in enumerate(grads, start=1):
+        lr, eps = a2c.rmsprop_bias_correction(7e-4, 1e-5, 0.99, k)
+        a2c.rmsprop_step(params, g, sq, lr, 0.99, eps, delta)
+        ref_sq = 0.99 * ref_sq + 0.01 * g**2
+        ref -= 7e-4 * g / (np.sqrt(ref_sq / (1 - 0.99**k)) + 1e-5)
+        if k == 1:  # a steady-size step (lr per coordinate), not 10x one
+            np.testing.assert_allclose(np.abs(delta), 7e-4, rtol=1e-3)
+    np.testing.assert_allclose(params, ref, rtol=1e-12)
+
+
 def test_adam_step_by_hand():
     grads = _grads(10)
     params = np.linspace(-1, 1, grads.shape[1])

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dask_dpsgd._server.state import STALENESS_BINS, AddRule, ServerState, SVIRule
+from dask_dpsgd._server.state import (
+    STALENESS_BINS,
+    AddRule,
+    ServerState,
+    SVIRule,
+    staleness_bound,
+)
 from tests import _naive
 
 
@@ -113,3 +119,25 @@ def test_bytes_are_accounted():
     state.pull()
     s = state.stats()
     assert s["bytes_pushed"] == 80 and s["bytes_pulled"] == 80
+
+
+@pytest.mark.parametrize(
+    ("total", "workers", "lag", "expected"),
+    [(10_000, 1, 0, 100),  # the paper's bound: workers <= sqrt(T)
+     (10_001, 2, 1, 101),  # ceil
+     (0, 1, 0, 2),  # never below twice a steady round's staleness (M (1 + lag))
+     (188, 8, 0, 16),
+     (300, 2, 1, 18)],
+)
+def test_default_staleness_bound(total, workers, lag, expected):
+    assert staleness_bound(total, workers, lag) == expected
+
+
+def test_stale_pushes_are_rejected_not_down_weighted():
+    state = ServerState(AddRule(np.zeros(2)), max_staleness=1)
+    for _ in range(3):
+        state.push(np.ones(2), state.version)
+    outcome = state.push(np.full(2, 100.0), base_version=1)  # staleness 2
+    assert not outcome.applied and outcome.reason == "stale"
+    np.testing.assert_array_equal(state.rule.theta, [3.0, 3.0])  # untouched
+    assert (state.n_received, state.n_applied, state.n_rejected_stale) == (4, 3, 1)
