@@ -272,6 +272,16 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     """
     n_workers, threads_per_worker = mode_layout(parallelism, n_workers,
                                                 threads_per_worker)
+    if _inside_worker():
+        # Fitting inside a Dask task (dask-ml's Incremental calls partial_fit in one):
+        # use that task's cluster, seceded from the worker's thread pool so that the
+        # fit's own tasks can run on this worker too. (A worker may also hold a default
+        # client of its own; using it without seceding would deadlock a 1-thread
+        # worker.)
+        with distributed.worker_client() as client:
+            yield _check_mode(parallelism, _handle(client, False, n_workers,
+                                                   threads_per_worker, thread_cap))
+        return
     try:
         client = distributed.default_client()
     except ValueError:
@@ -279,14 +289,6 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     if client is not None:
         yield _check_mode(parallelism, _handle(client, False, n_workers,
                                                threads_per_worker, thread_cap))
-        return
-    if _inside_worker():
-        # Fitting inside a Dask task (dask-ml's Incremental calls partial_fit in one):
-        # use that task's cluster, seceded from the worker's thread pool so that the
-        # fit's own tasks can run on this worker too.
-        with distributed.worker_client() as client:
-            yield _check_mode(parallelism, _handle(client, False, n_workers,
-                                                   threads_per_worker, thread_cap))
         return
 
     cores = machine_cores()
