@@ -160,6 +160,7 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     # Parameters for upcoming minibatches, filled from push replies (module docstring).
     params: dict[int, tuple[int, Any]] = {}
     compute = 0.0
+    workspace = lda.EStepWorkspace()  # the pass's E-step buffers, reused per minibatch
     for i, (a, b) in enumerate(batches):
         if i < len(warmup_slots):
             pusher.flush()
@@ -176,12 +177,12 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
             base_version, (lam_rows, rowsums) = await_reply(server.pull(words[i]),
                                                             aborted)
         tc = time.perf_counter()
-        exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums)
+        exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
         cnts = X.data[X.indptr[a]:X.indptr[b]]
         gamma = lda.init_gamma(rng, b - a, cfg.n_components)
         sstats = lda.run_estep(shard.indptrs[i], shard.cols[i], cnts, exp_beta, gamma,
                                cfg.doc_topic_prior, cfg.max_doc_update_iter,
-                               cfg.mean_change_tol, True, parallel)
+                               cfg.mean_change_tol, True, parallel, workspace)
         compute += time.perf_counter() - tc
         ahead = i + 1 + cfg.lag
         # In the warm-up the next minibatch's parameters come from pull_after instead.
