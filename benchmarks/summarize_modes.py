@@ -103,11 +103,17 @@ def _save(fig: Any, path: Path) -> str:
 # --------------------------------------------------------------------- modes
 
 
+# Relative slack when comparing with the target: 1 x 2 runs serial's algorithm, but its
+# threads sum the statistics in another order, so its perplexity can differ from
+# serial's in the last digits.
+TARGET_RTOL = 1e-4
+
+
 def _time_to_target(points: list[tuple[int, float, float]], target: float
                     ) -> tuple[float, int] | None:
-    """First (time, passes) whose perplexity is at most ``target``."""
+    """First (time, passes) whose perplexity is at most ``target`` (to TARGET_RTOL)."""
     for n, t, perp in sorted(points):
-        if perp <= target:
+        if perp <= target * (1 + TARGET_RTOL):
             return t, n
     return None
 
@@ -173,7 +179,8 @@ def render_modes(doc: dict[str, Any], path: Path) -> str:
         "not). scikit-learn: one `partial_fit` pass at a time, scored between passes "
         "(untimed). Target = the serial (1×1) run's held-out perplexity after "
         f"{cfg['passes']} passes, per seed; time to target = the first point at or below "
-        "it.", "",
+        f"it (to {TARGET_RTOL:g} relative: 1×2 runs the serial algorithm, but its threads "
+        "sum in another order).", "",
         "Reproduce:", "", _command(doc), "", machine_block(doc),
         _load_line(runs, cores), "",
     ]
