@@ -386,13 +386,14 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
               max_staleness: int | None, compute_train_bound: bool,
               progress: Any = None, on_checkpoint: Any = None,
               raw0: dict[str, np.ndarray] | None = None,
-              max_recoveries: int = 3, live: LiveMetrics | None = None
+              max_recoveries: int = 3, live: LiveMetrics | None = None,
+              checkpoint_every: int = 1
               ) -> tuple[DPSVIResult, list[dict[str, Any]]]:
     """Place the shards and train, recovering from lost workers.
 
-    After every pass the driver keeps ``lambda`` and the counters (an in-memory
-    checkpoint; ``on_checkpoint(lam, raw, step, passes_done)`` may also write it to a
-    file; ``raw`` is the server's exact internal state, given back as ``raw0``).
+    After every ``checkpoint_every`` passes (and the last) the driver keeps ``lambda``
+    and the counters (an in-memory checkpoint; ``on_checkpoint(lam, raw, step,
+    passes_done)`` may also write it to a file; ``raw`` is the server's exact internal state, given back as ``raw0``).
     When a worker is lost (including the one holding the parameter-server actor, which
     Dask does not restart, MECHANICS.md D3), the fit resumes on the workers left: shards
     are placed again, a new actor starts from the checkpoint, and the interrupted pass
@@ -449,7 +450,8 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
                     evaluate_every=evaluate_every, perp_tol=perp_tol, entropy=entropy,
                     max_staleness=max_staleness,
                     compute_train_bound=compute_train_bound, progress=progress,
-                    on_checkpoint=on_checkpoint, live=live)
+                    on_checkpoint=on_checkpoint, live=live,
+                    checkpoint_every=checkpoint_every)
             return result, events
         except WorkerLostError as exc:
             if len(events) >= max_recoveries:
@@ -473,7 +475,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 evaluate_every: int, perp_tol: float, entropy: int,
                 max_staleness: int | None, compute_train_bound: bool,
                 progress: Any = None, on_checkpoint: Any = None,
-                live: LiveMetrics | None = None) -> DPSVIResult:
+                live: LiveMetrics | None = None,
+                checkpoint_every: int = 1) -> DPSVIResult:
     """Passes ``ckpt.passes_done .. n_passes - 1`` on the placed shards.
 
     Parameters
@@ -545,13 +548,16 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 record["train/perplexity"] = last_perp
             live.publish(record)
 
+    start = ckpt.passes_done
+    pending: list[dict[str, Any]] = []  # records of the passes since the last checkpoint
+    pending_sent = 0
     with serving(client, addresses, token, server_future, server, watch):
         for p in range(ckpt.passes_done, n_passes):
             t0 = time.perf_counter()
             futures = [
                 client.submit(_pass_task, server, shards[w], w, s.threads, cfg,
                               np.random.SeedSequence(entropy, spawn_key=(p, w)),
-                              warmup[w] if p == ckpt.passes_done else (), token,
+                              warmup[w] if p == start else (), token,
                               key=f"dpsvi-pass-{p}-w{w}-{token}",
                               workers=[s.address], allow_other_workers=False,
                               pure=False)
@@ -562,7 +568,6 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
             elapsed = time.perf_counter() - t0
             stats = server.stats().result()
             hist = server.staleness_histogram().result()
-            version, snap = server.snapshot().result()
             counts, merged = totals(stats, np.trim_zeros(hist, "b"))
             docs = sum(r["docs"] for r in results)
             record: dict[str, Any] = {
@@ -581,18 +586,24 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 if last_perp is not None and abs(last_perp - perp) < perp_tol:
                     stop = True
                 last_perp = perp
-            # The pass is complete: it is what a recovery restarts from.
-            ckpt.lam = snap["lambda"]
-            ckpt.raw = snap["raw"]
-            ckpt.step = first_step + version
-            watch.checkpoint(version)
-            ckpt.passes_done = p + 1
-            ckpt.pushes_sent += sum(r["pushes_sent"] for r in results)
-            ckpt.counts = counts
-            ckpt.histogram = merged
-            ckpt.history.append(record)
-            if on_checkpoint is not None:
-                on_checkpoint(ckpt.lam, ckpt.raw, ckpt.step, ckpt.passes_done)
+            pending_sent += sum(r["pushes_sent"] for r in results)
+            pending.append(record)
+            if ((p + 1 - start) % checkpoint_every == 0 or p + 1 == n_passes or stop):
+                # A checkpoint: what a recovery restarts from (the passes since the last
+                # one are run again).
+                version, snap = server.snapshot().result()
+                ckpt.lam = snap["lambda"]
+                ckpt.raw = snap["raw"]
+                ckpt.step = first_step + version
+                watch.checkpoint(version)
+                ckpt.passes_done = p + 1
+                ckpt.pushes_sent += pending_sent
+                ckpt.counts = counts
+                ckpt.histogram = merged
+                ckpt.history.extend(pending)
+                pending, pending_sent = [], 0
+                if on_checkpoint is not None:
+                    on_checkpoint(ckpt.lam, ckpt.raw, ckpt.step, ckpt.passes_done)
             if progress is not None:
                 progress(record)
             if live is not None:

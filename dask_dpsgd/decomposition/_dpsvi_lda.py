@@ -153,11 +153,16 @@ default="auto"
         twice a steady round's staleness. ``None`` accepts any staleness. The value
         used is ``max_staleness_``.
     checkpoint_path : str or path-like, default=None
-        Write a checkpoint after every pass of :meth:`fit` to this ``.npz`` file (plain
-        arrays, read back without pickle). If the file exists when ``fit`` starts, the
+        Write each checkpoint (see ``checkpoint_every``) of :meth:`fit` to this ``.npz``
+        file (plain arrays, read back without pickle). If the file exists when ``fit`` starts, the
         fit resumes from it (the passes it records are not repeated), which reproduces
         an uninterrupted run exactly with one worker and one thread. The parameters and
         the data shape must match the checkpoint's, else ``fit`` refuses it.
+    checkpoint_every : int, default=1
+        Passes between the driver's checkpoints of the server state (in memory, and to
+        ``checkpoint_path`` when given; the last pass always ends with one). A lost
+        worker costs the passes since the last checkpoint, which are run again; fewer
+        checkpoints save a transfer of ``lambda`` to the driver per pass.
     warmup_updates : int, default=10
         Synchronous warm-up: the first ``warmup_updates`` updates of a model are computed
         one after the other (round-robin over the workers, staleness 0), then the workers
@@ -289,6 +294,7 @@ default="auto"
         "max_staleness": [None, StrOptions({"auto"}),
                           Interval(Integral, 0, None, closed="left")],
         "warmup_updates": [Interval(Integral, 0, None, closed="left")],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_path": [None, str, os.PathLike],
     }
 
@@ -299,7 +305,7 @@ default="auto"
                  n_jobs=None, verbose=0, random_state=None, n_workers=None,
                  threads_per_worker=None, parallelism="auto",
                  prefetch=False, max_staleness="auto",
-                 warmup_updates=10, checkpoint_path=None):
+                 warmup_updates=10, checkpoint_path=None, checkpoint_every=1):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
         self.topic_word_prior = topic_word_prior
@@ -323,6 +329,7 @@ default="auto"
         self.max_staleness = max_staleness
         self.warmup_updates = warmup_updates
         self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
 
     # ------------------------------------------------------------------ helpers
     def __sklearn_tags__(self):
@@ -464,7 +471,8 @@ default="auto"
                     evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
                     entropy=entropy, max_staleness=self.max_staleness_,
                     compute_train_bound=compute_bound, progress=progress,
-                    on_checkpoint=on_checkpoint, raw0=raw0, live=live)
+                    on_checkpoint=on_checkpoint, raw0=raw0, live=live,
+                    checkpoint_every=int(self.checkpoint_every))
             finally:
                 if bar is not None:
                     bar.close()

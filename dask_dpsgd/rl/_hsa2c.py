@@ -125,6 +125,11 @@ default="auto"
     checkpoint_every : int, default=10_000
         Environment steps (summed over workers) between checkpoints, when
         ``checkpoint_path`` is set.
+    poll_interval : float, default=0.5
+        Seconds between the driver's reads of the parameter server: each is the
+        in-memory checkpoint a recovery from a lost worker restarts from (the updates
+        applied since are lost), and feeds progress, live metrics and the early stop on
+        ``target_return``.
     env_kwargs : dict, default=None
         Keyword arguments of ``gymnasium.make`` (with an id).
     random_state : int, RandomState instance or None, default=None
@@ -162,7 +167,7 @@ default="auto"
         Staleness limit used (``max_staleness`` resolved).
     recovery_events_ : list of dict
         One record per lost worker the fit survived (it continues on the workers left
-        from the state polled last, about every 0.5 s): ``workers`` lost,
+        from the state polled last, every ``poll_interval`` s): ``workers`` lost,
         ``resumed_at_timestep``, ``workers_left``, ``updates_lost`` (pushes the server
         applied after that poll, discarded) and ``updates_lost_exact`` (False when the
         server's own worker was lost: the count is then 0, the lower bound known).
@@ -238,6 +243,7 @@ default="auto"
                           Interval(Integral, 0, None, closed="left")],
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "poll_interval": [Interval(Real, 0, None, closed="neither")],
         "env_kwargs": [None, dict],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -251,7 +257,7 @@ default="auto"
                  target_return=None, n_envs=8, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
                  max_staleness="auto", checkpoint_path=None, checkpoint_every=10_000,
-                 env_kwargs=None, random_state=None, verbose=0):
+                 poll_interval=0.5, env_kwargs=None, random_state=None, verbose=0):
         self.env = env
         self.learning_rate = learning_rate
         self.n_steps = n_steps
@@ -279,6 +285,7 @@ default="auto"
         self.max_staleness = max_staleness
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
+        self.poll_interval = poll_interval
         self.env_kwargs = env_kwargs
         self.random_state = random_state
         self.verbose = verbose
@@ -384,7 +391,8 @@ default="auto"
                                            max_staleness=self.max_staleness_,
                                            progress=progress, checkpoint_every=every,
                                            resume=resume, on_checkpoint=on_checkpoint,
-                                           live=live)
+                                           live=live,
+                                           poll_interval=float(self.poll_interval))
             finally:
                 if bar is not None:
                     bar.close()

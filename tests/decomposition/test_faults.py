@@ -30,6 +30,24 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(client, nips, tmp_path)
     assert len(resumed.history_) == 2  # only the two passes it ran
 
 
+def test_checkpoint_interval_changes_nothing_but_what_a_loss_costs(client, nips,
+                                                                  tmp_path):
+    X = nips[0][:300]
+    kw = dict(n_components=5, batch_size=64, random_state=0, n_workers=1,
+              threads_per_worker=1, max_iter=3)
+    every_pass = LDA(**kw).fit(X)
+    path = tmp_path / "lda.npz"
+    sparse = LDA(checkpoint_every=2, checkpoint_path=str(path), **kw).fit(X)
+    np.testing.assert_array_equal(sparse.components_, every_pass.components_)
+    assert [r["pass"] for r in sparse.history_] == [1, 2, 3]
+    # The last pass always ends with a checkpoint: the file resumes a finished fit.
+    resumed = LDA(checkpoint_every=2, checkpoint_path=str(path), **kw).fit(X)
+    np.testing.assert_array_equal(resumed.components_, every_pass.components_)
+    assert resumed.history_ == []
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        LDA(checkpoint_every=0, **kw).fit(X)
+
+
 def test_checkpoint_of_another_fit_is_refused(client, nips, tmp_path):
     path = tmp_path / "lda.npz"
     LDA(n_components=4, max_iter=1, random_state=0, checkpoint_path=str(path)).fit(
@@ -74,16 +92,20 @@ def test_fit_survives_a_worker_killed_at_a_random_point(fragile, nips, lda_refer
         # Worker 0 holds the parameter server (slots are sorted by address).
         workers = current_workers(fragile)
         killer = kill_after(fragile, workers[victim], delay)
+        # The last seed checkpoints every 2 passes: a loss then costs up to 2 passes.
+        every = 2 if seed == KILL_SEEDS[-1] else 1
         with pytest.warns(WorkerLostWarning, match=r"lost during the fit.*discarding"):
-            disturbed = LDA(**KILL_KW).fit(X_train)
+            disturbed = LDA(**KILL_KW, checkpoint_every=every).fit(X_train)
         killer.join()
     check_recovery(disturbed, workers[victim], victim)
     assert disturbed.n_iter_ == 6
-    # Each pass is counted once, as completed; the interrupted pass's updates are the
-    # ones lost (at most a pass of them: the checkpoint is taken after every pass).
+    # Each pass is counted once, as completed; the updates since the last checkpoint
+    # are the ones lost (at most `every` passes of them), and those passes run again.
     per_pass = -(-X_train.shape[0] // KILL_KW["batch_size"])
     assert disturbed.n_pushes_sent_ == 6 * per_pass
-    assert all(e["updates_lost"] <= per_pass for e in disturbed.recovery_events_)
+    assert len(disturbed.history_) == 6
+    assert all(e["updates_lost"] <= every * per_pass
+               for e in disturbed.recovery_events_)
     assert disturbed.max_staleness_ == reference.max_staleness_ == max(
         math.ceil(math.sqrt(6 * per_pass)), 2 * 2)
     p_ref, p_dist = reference.perplexity(X_test), disturbed.perplexity(X_test)

@@ -162,7 +162,7 @@ def test_non_finite_reward_fails_the_fit_with_its_cause(client):
      ({"parallelism": "dpsgd", "threads_per_worker": 1}, "needs more than one"),
      ({"max_staleness": "soon"}, "max_staleness"),
      ({"checkpoint_every": 0}, "checkpoint_every"),
-     ({"checkpoint_path": 3}, "checkpoint_path")],
+     ({"checkpoint_path": 3}, "checkpoint_path"), ({"poll_interval": 0}, "poll_interval")],
 )
 def test_invalid_parameters(client, params, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -257,3 +257,14 @@ def test_default_max_staleness_is_the_papers_bound(client):
     assert agent.staleness_max_ <= 32
     assert HSA2CAgent(max_staleness=None, total_timesteps=400,
                       n_envs=2).fit().max_staleness_ is None
+
+
+def test_poll_interval_sets_how_often_the_driver_checkpoints(client):
+    """Each record of history_ is one poll (the in-memory checkpoint a recovery restarts
+    from): a fit polled every 0.4 s has records at least that far apart."""
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=150_000, poll_interval=0.4,
+                       random_state=0, n_workers=1, threads_per_worker=1).fit()
+    times = [r["time/elapsed_s"] for r in agent.history_]
+    assert len(times) >= 4, times
+    # the last record is taken when the workers finish, not after a full interval
+    assert np.diff(times[:-1]).min() >= 0.4 * 0.95, times
