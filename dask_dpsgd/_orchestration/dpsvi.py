@@ -368,7 +368,7 @@ def _gather_round(futures: list[Any], addresses: list[str] | None = None,
 
 @dataclass(slots=True)
 class _Checkpoint:
-    """Driver-side state after the last completed pass (what a recovery restarts from)."""
+    """Driver-side state at the last checkpoint (what a recovery restarts from)."""
 
     lam: np.ndarray
     raw: dict[str, np.ndarray] | None  # the server's exact internal state, if known
@@ -393,11 +393,12 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
 
     After every ``checkpoint_every`` passes (and the last) the driver keeps ``lambda``
     and the counters (an in-memory checkpoint; ``on_checkpoint(lam, raw, step,
-    passes_done)`` may also write it to a file; ``raw`` is the server's exact internal state, given back as ``raw0``).
-    When a worker is lost (including the one holding the parameter-server actor, which
-    Dask does not restart, MECHANICS.md D3), the fit resumes on the workers left: shards
-    are placed again, a new actor starts from the checkpoint, and the interrupted pass
-    is run again; its updates before the failure are discarded and reported.
+    passes_done)`` may also write it to a file; ``raw`` is the server's exact internal
+    state, given back as ``raw0``). When a worker is lost (including the one holding the
+    parameter-server actor, which Dask does not restart, MECHANICS.md D3), the fit
+    resumes on the workers left: shards are placed again, a new actor starts from the
+    checkpoint, and the passes since are run again; their updates before the failure
+    are discarded and reported.
 
     Parameters
     ----------

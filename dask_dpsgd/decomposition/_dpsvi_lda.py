@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -21,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
-from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
+from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
 from dask_dpsgd._orchestration.live import live_metrics
 from dask_dpsgd._server.state import staleness_bound
@@ -30,12 +29,13 @@ from dask_dpsgd._utils._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from dask_dpsgd._utils._report import record_layout, record_server
 from dask_dpsgd._utils._validation import (
     PARALLELISM,
     check_counts,
     check_counts_finite_nonneg,
 )
-from dask_dpsgd.exceptions import WorkerLostWarning, _warn_stale_updates
+from dask_dpsgd.exceptions import _warn_stale_updates
 
 
 def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
@@ -213,7 +213,7 @@ default="auto"
     recovery_events_ : list of dict
         One record per lost worker the fit survived: ``workers`` lost,
         ``resumed_from_pass``, ``resumed_at_update``, ``workers_left``,
-        ``updates_lost`` (updates the server applied after the last completed pass,
+        ``updates_lost`` (updates the server applied after the last checkpoint,
         discarded by the recovery) and ``updates_lost_exact`` (False when the server's
         own worker was lost: the count is then the lower bound the driver last read
         from the server, about once a second).
@@ -240,12 +240,12 @@ default="auto"
     With several workers, the arrival order of pushes varies and results are
     statistically, not bitwise, reproducible.
 
-    Fault tolerance: after every pass the driver keeps ``lambda`` in memory. If a worker
-    leaves the cluster during a pass (killed, pre-empted, out of walltime), including
-    the one holding the parameter-server actor, which Dask does not restart, the fit
-    continues on the workers left: their shards are placed again, a new server starts
-    from the last pass and the interrupted pass is run again (its partial updates are
-    discarded). Up to 3 recoveries per fit; each is logged, warned about and recorded in
+    Fault tolerance: every ``checkpoint_every`` passes the driver keeps ``lambda`` in
+    memory. If a worker leaves the cluster during a pass (killed, pre-empted, out of
+    walltime), including the one holding the parameter-server actor, which Dask does not
+    restart, the fit continues on the workers left: their shards are placed again, a new
+    server starts from the last checkpoint and the passes since are run again (their
+    updates are discarded). Up to 3 recoveries per fit; each is logged, warned about and recorded in
     ``recovery_events_``.
 
     The embedded cluster is sized by ``parallelism`` (see there) unless ``n_workers`` /
@@ -476,34 +476,19 @@ default="auto"
             finally:
                 if bar is not None:
                     bar.close()
-            self.n_workers_ = len(handle.slots)
-            self.threads_per_worker_ = [s.threads for s in handle.slots]
-            self.parallelism_ = effective_mode(handle.slots)
+            record_layout(self, handle.slots)
         self.components_ = np.ascontiguousarray(result.lam.T)
         self._update_exp_dirichlet()
         self.n_batch_iter_ = result.n_batch_iter
         self.n_iter_ += result.n_passes - start_pass
-        self.recovery_events_ = events
-        self.updates_lost_ = sum(e["updates_lost"] for e in events)
-        if events:
-            lost = [a for e in events for a in e["workers"]]
-            warnings.warn(
-                f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
-                f"resumed {len(events)} time(s) from the last completed pass on the "
-                f"workers left, discarding {self.updates_lost_} update(s) (see "
-                "recovery_events_)", WorkerLostWarning, stacklevel=3)
         stats = result.stats
-        rejected = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
-        self.n_pushes_sent_ = result.pushes_sent
-        self.n_updates_applied_ = stats["n_applied"]
-        self.n_updates_rejected_ = rejected
-        self.staleness_mean_ = stats["staleness_mean"]
-        self.staleness_max_ = stats["staleness_max"]
-        self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
+        record_server(self, stats=stats, pushes_sent=result.pushes_sent,
+                      histogram=result.staleness_histogram, history=result.history,
+                      live_url=live.url, events=events,
+                      restart_point="the last checkpoint", stacklevel=3)
+        rejected = self.n_updates_rejected_
         self.comm_bytes_pushed_ = stats["bytes_pushed"]
         self.comm_bytes_pulled_ = stats["bytes_pulled"]
-        self.history_ = result.history
-        self.live_metrics_url_ = live.url
         if result.train_perplexity is not None:
             self.bound_ = result.train_perplexity
         if stats["n_received"] != result.pushes_sent or (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -14,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from dask_dpsgd._kernels import nn
-from dask_dpsgd._orchestration.cluster import effective_mode, resolve_cluster
+from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
 from dask_dpsgd._orchestration.hsa2c import (
     HSA2CConfig,
@@ -30,8 +29,9 @@ from dask_dpsgd._utils._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from dask_dpsgd._utils._report import record_layout, record_server
 from dask_dpsgd._utils._validation import PARALLELISM
-from dask_dpsgd.exceptions import WorkerLostWarning, _warn_stale_updates
+from dask_dpsgd.exceptions import _warn_stale_updates
 
 
 class HSA2CAgent(BaseEstimator):
@@ -396,9 +396,7 @@ default="auto"
             finally:
                 if bar is not None:
                     bar.close()
-            self.n_workers_ = len(handle.slots)
-            self.threads_per_worker_ = [s.threads for s in handle.slots]
-            self.parallelism_ = effective_mode(handle.slots)
+            record_layout(self, handle.slots)
         self.layout_ = layout
         self.params_ = result.theta
         self.obs_mean_ = result.obs_mean if self.normalize_observations else None
@@ -416,23 +414,10 @@ default="auto"
         self.num_timesteps_ = result.total_steps
         self.n_updates_ = result.updates
         stats = result.stats
-        self.n_pushes_sent_ = result.pushes_sent
-        self.n_updates_applied_ = stats["n_applied"]
-        self.n_updates_rejected_ = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
-        self.staleness_mean_ = stats["staleness_mean"]
-        self.staleness_max_ = stats["staleness_max"]
-        self.staleness_histogram_ = np.trim_zeros(result.staleness_histogram, "b")
-        self.history_ = result.history
-        self.live_metrics_url_ = live.url
-        self.recovery_events_ = events
-        self.updates_lost_ = sum(e["updates_lost"] for e in events)
-        if events:
-            lost = [a for e in events for a in e["workers"]]
-            warnings.warn(
-                f"{len(lost)} Dask worker(s) lost during the fit ({', '.join(lost)}); it "
-                f"continued {len(events)} time(s) from the last polled state on the "
-                f"workers left, discarding {self.updates_lost_} update(s) (see "
-                "recovery_events_)", WorkerLostWarning, stacklevel=2)
+        record_server(self, stats=stats, pushes_sent=result.pushes_sent,
+                      histogram=result.staleness_histogram, history=result.history,
+                      live_url=live.url, events=events,
+                      restart_point="the last polled state", stacklevel=2)
         if not events and stats["n_received"] != result.pushes_sent:
             raise RuntimeError(f"update accounting failed: workers sent "
                                f"{result.pushes_sent} pushes, the server received "
