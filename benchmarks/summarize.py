@@ -223,8 +223,14 @@ def _verdict(cells: dict[tuple[int, str], _Cell], ks: list[int],
     return out
 
 
-def _plot_lda(path: Path, cells: dict[tuple[int, str], _Cell], ks: list[int],
-              methods: list[str]) -> Path | None:
+def _plot_ratio_bars(path: Path, cells: dict[tuple[Any, str], Any],
+                     groups: list[tuple[Any, str]], methods: list[str],
+                     panels: list[tuple[str, str, float]]) -> Path | None:
+    """Two panels of bars (median, whiskers min–max over seeds) per group and method.
+
+    ``groups`` are the cells' first keys with their tick labels; ``panels`` give each
+    panel's cell attribute, title and target line. None without matplotlib.
+    """
     try:
         import matplotlib
 
@@ -232,24 +238,21 @@ def _plot_lda(path: Path, cells: dict[tuple[int, str], _Cell], ks: list[int],
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    others = [m for m in methods if m != "sklearn"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    width = 0.8 / max(1, len(others))
-    for i, m in enumerate(others):
-        for ax, attr in zip(axes, ("docs_ratio", "perp_ratio"), strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.4))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        for ax, (attr, _, _) in zip(axes, panels, strict=True):
             xs, ys, lo, hi = [], [], [], []
-            for j, k in enumerate(ks):
-                vals = getattr(cells[(k, m)], attr) if (k, m) in cells else []
+            for j, (g, _) in enumerate(groups):
+                vals = getattr(cells[(g, m)], attr) if (g, m) in cells else []
                 if vals:
-                    xs.append(j + (i - (len(others) - 1) / 2) * width)
+                    xs.append(j + (i - (len(methods) - 1) / 2) * width)
                     ys.append(med(vals))
                     lo.append(med(vals) - min(vals))
                     hi.append(max(vals) - med(vals))
             ax.bar(xs, ys, width, yerr=[lo, hi], label=m, capsize=3)
-    for ax, title, target in ((axes[0], "docs/s ÷ scikit-learn", DOCS_TARGET),
-                              (axes[1], "held-out perplexity ÷ scikit-learn",
-                               PERP_TARGET)):
-        ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
+    for ax, (_, title, target) in zip(axes, panels, strict=True):
+        ax.set_xticks(range(len(groups)), [label for _, label in groups])
         ax.axhline(1.0, color="black", lw=0.8)
         ax.axhline(target, color="red", ls="--", lw=0.8, label=f"target {target:g}")
         ax.set_title(title, fontsize=10)
@@ -258,6 +261,14 @@ def _plot_lda(path: Path, cells: dict[tuple[int, str], _Cell], ks: list[int],
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_lda(path: Path, cells: dict[tuple[int, str], _Cell], ks: list[int],
+              methods: list[str]) -> Path | None:
+    return _plot_ratio_bars(
+        path, cells, [(k, f"K={k}") for k in ks], [m for m in methods if m != "sklearn"],
+        [("docs_ratio", "docs/s ÷ scikit-learn", DOCS_TARGET),
+         ("perp_ratio", "held-out perplexity ÷ scikit-learn", PERP_TARGET)])
 
 
 def render_lda(doc: dict[str, Any], path: Path) -> str:
@@ -479,39 +490,10 @@ def _ratio_cell(values: list[float], fmt: str, c: _A2CCell) -> str:
 
 def _plot_a2c(path: Path, cells: dict[tuple[str, str], _A2CCell], envs: list[str],
               methods: list[str]) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    others = [m for m in methods if m != "sb3"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    width = 0.8 / max(1, len(others))
-    for i, m in enumerate(others):
-        for ax, attr in zip(axes, ("speedup", "steps_ratio"), strict=True):
-            xs, ys, lo, hi = [], [], [], []
-            for j, env in enumerate(envs):
-                vals = getattr(cells[(env, m)], attr) if (env, m) in cells else []
-                if vals:
-                    xs.append(j + (i - (len(others) - 1) / 2) * width)
-                    ys.append(med(vals))
-                    lo.append(med(vals) - min(vals))
-                    hi.append(max(vals) - med(vals))
-            ax.bar(xs, ys, width, yerr=[lo, hi], label=m, capsize=3)
-    for ax, title, target in (
-            (axes[0], "time to solve: SB3 ÷ method (speed-up)", A2C_SPEED_TARGET),
-            (axes[1], "env steps to solve: method ÷ SB3", A2C_STEPS_TARGET)):
-        ax.set_xticks(range(len(envs)), envs)
-        ax.axhline(1.0, color="black", lw=0.8)
-        ax.axhline(target, color="red", ls="--", lw=0.8, label=f"target {target:g}")
-        ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _plot_ratio_bars(
+        path, cells, [(env, env) for env in envs], [m for m in methods if m != "sb3"],
+        [("speedup", "time to solve: SB3 ÷ method (speed-up)", A2C_SPEED_TARGET),
+         ("steps_ratio", "env steps to solve: method ÷ SB3", A2C_STEPS_TARGET)])
 
 
 def _a2c_verdict(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
