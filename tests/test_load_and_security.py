@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from dask_dpsgd import DPSVILatentDirichletAllocation, HSA2CAgent
+from dask_dpsgd._orchestration.dpsvi import _shard_rows, warmup_schedule
 from dask_dpsgd.exceptions import StaleUpdatesWarning
 
 distributed = pytest.importorskip("distributed")
@@ -69,6 +70,16 @@ def nips_counts():
     return _nips()
 
 
+def _pushes(n_docs: int, batch_size: int, n_workers: int, n_passes: int,
+            warmup_updates: int = 10) -> int:
+    """Pushes a fit sends: one per minibatch, but in the synchronous warm-up one per
+    worker's share of each update."""
+    shards = [len(r) for r in _shard_rows(n_docs, batch_size, n_workers)]
+    warm = warmup_schedule(shards, batch_size, warmup_updates)
+    n_slots = len({p.slot for parts in warm for p in parts})
+    return n_passes * -(-n_docs // batch_size) + sum(map(len, warm)) - n_slots
+
+
 def _assert_accounting(lda, *, max_staleness=None) -> None:
     """sent = applied + rejected, and the staleness summary agrees with itself."""
     assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_
@@ -102,7 +113,8 @@ def test_accounting_holds_with_8_workers_pushing_on_2_cores(crowded, nips_counts
     print(f"load test: {n_passes} passes, {lda.n_pushes_sent_} pushes in {duration:.1f} s"
           f" ({lda.n_updates_rejected_} rejected)")
     assert lda.n_workers_ == 8
-    assert lda.n_pushes_sent_ == n_passes * pushes_per_pass
+    assert lda.n_pushes_sent_ == _pushes(N_DOCS, 16, 8, n_passes)
+    assert lda.n_pushes_sent_ > n_passes * pushes_per_pass  # 8 shares per warm-up step
     _assert_accounting(lda, max_staleness=4)
     # 8 workers on 2 cores with max_staleness=4: some pushes are always too late.
     assert lda.n_updates_rejected_ > 0
@@ -402,7 +414,9 @@ def test_both_estimators_fit_unchanged_on_a_tls_cluster(tls_security, nips_count
     assert lda.n_workers_ == 2 and agent.n_workers_ == 2
     assert np.isfinite(lda.components_).all()
     assert np.allclose(lda.transform(nips_counts[:5]).sum(axis=1), 1.0)
-    assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_ == 7
+    assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_ == (
+        _pushes(100, 16, 2, 1))
+    assert lda.n_batch_iter_ == 1 + 7
     assert agent.num_timesteps_ >= 1_000 and np.isfinite(agent.params_).all()
     assert agent.n_pushes_sent_ == agent.n_updates_applied_ + agent.n_updates_rejected_
     assert agent.n_pushes_sent_ > 0

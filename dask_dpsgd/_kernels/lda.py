@@ -515,7 +515,8 @@ def _scatter_add_rows(M, rowsum, words, sstats, coef):
     """``M[words] += coef * sstats`` and ``rowsum += coef * sstats.sum(axis=0)``.
 
     The parameter server's sparse SVI step in one pass (numpy's fancy-index ``+=``
-    gathers, adds and scatters through temporaries). ``words`` must be distinct.
+    gathers, adds and scatters through temporaries, so a repeated word would count
+    once); a word repeated in ``words`` adds each of its rows.
     """
     n, K = sstats.shape
     for i in range(n):

@@ -12,6 +12,10 @@ Layout of one fit (PAPER.md, DPSVI):
   push the sparse sufficient statistics through a :class:`Pusher` (one awaited call in
   flight), and go on. Workers never wait for each other inside a pass; the server
   applies pushes in arrival order and records each one's staleness.
+* the first ``warmup_updates`` SVI steps of a model are synchronous: each is a
+  minibatch's worth of documents in equal shares from every worker, computed in
+  parallel from the same ``lambda`` and added up by the server into one step
+  (:func:`warmup_schedule`);
 * passes are separated by a barrier: that is where progress is reported, the training
   bound is evaluated (``evaluate_every``) and a failing task stops the fit.
 
@@ -113,15 +117,22 @@ class Shard(NamedTuple):
     indptrs: list[np.ndarray]  # int64 row pointers of each minibatch, from 0
 
 
+def _index_rows(X: sp.csr_matrix, a: int, b: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct words, each non-zero's row in them, and row pointers of rows ``a:b``."""
+    words, cols = lda.minibatch_words(X.indices[X.indptr[a]:X.indptr[b]])
+    return words, cols, (X.indptr[a:b + 1] - X.indptr[a]).astype(np.int64)
+
+
 def _make_shard(X: sp.csr_matrix, batch_size: int) -> Shard:
     """Split a CSR shard into minibatches and index their words (runs on the worker)."""
     batches = _minibatch_slices(X.shape[0], batch_size)
     words, cols, indptrs = [], [], []
     for a, b in batches:
-        w, c = lda.minibatch_words(X.indices[X.indptr[a]:X.indptr[b]])
+        w, c, p = _index_rows(X, a, b)
         words.append(w)
         cols.append(c)
-        indptrs.append((X.indptr[a:b + 1] - X.indptr[a]).astype(np.int64))
+        indptrs.append(p)
     return Shard(X, batches, words, cols, indptrs)
 
 
@@ -138,14 +149,41 @@ def _minibatch_slices(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n_rows)) for s in range(0, n_rows, batch_size)]
 
 
+class WarmPart(NamedTuple):
+    """A worker's share of one update of the synchronous warm-up (:func:`warmup_schedule`).
+
+    Attributes
+    ----------
+    batch : int
+        The worker's minibatch the share is cut from.
+    rows : tuple of int
+        Its rows ``(start, stop)`` in the worker's shard.
+    after : int
+        Pushes the server must have received before the share is computed: every part
+        of every earlier warm-up update.
+    slot : int
+        The warm-up update (0, 1, ...) the share belongs to.
+    n_parts : int
+        Shares (workers) making up that update.
+    """
+
+    batch: int
+    rows: tuple[int, int]
+    after: int
+    slot: int
+    n_parts: int
+
+
 def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
-               cfg: DPSVIConfig, seed: Any, warmup_slots: tuple[int, ...] = (),
+               cfg: DPSVIConfig, seed: Any, warmup: tuple[WarmPart, ...] = (),
                token: str = "") -> dict[str, Any]:
     """One pass of one worker over its shard (see the module docstring).
 
-    ``warmup_slots[i]`` is the global position of this worker's minibatch ``i`` in the
-    synchronous warm-up: it is computed from parameters holding exactly the updates of
-    the earlier positions (serial SVI), whichever worker made them.
+    ``warmup`` lists this worker's shares of the synchronous warm-up, computed first:
+    each from parameters holding exactly the earlier warm-up updates (serial SVI),
+    pushed as a part of its update; the workers' shares of one update are computed in
+    parallel. The pass then goes on asynchronously from the minibatch after the last
+    one the warm-up used.
     """
     numba.set_num_threads(threads)
     parallel = threads > 1
@@ -157,16 +195,40 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
         return abandoned(token)
 
     pusher = Pusher(server, worker, cfg.lag, aborted)
-    # Parameters for upcoming minibatches, filled from push replies (module docstring).
-    params: dict[int, tuple[int, Any]] = {}
     compute = 0.0
     workspace = lda.EStepWorkspace()  # the pass's E-step buffers, reused per minibatch
-    for i, (a, b) in enumerate(batches):
-        if i < len(warmup_slots):
-            pusher.flush()
-            base_version, (lam_rows, rowsums) = await_reply(
-                server.pull_after(warmup_slots[i], words[i]), aborted)
-        elif i in params:
+
+    def estep(rows: tuple[int, int], lam_rows: np.ndarray, rowsums: np.ndarray,
+              cols: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+        nonlocal compute
+        tc = time.perf_counter()
+        a, b = rows
+        exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
+        gamma = lda.init_gamma(rng, b - a, cfg.n_components)
+        sstats = lda.run_estep(indptr, cols, X.data[X.indptr[a]:X.indptr[b]], exp_beta,
+                               gamma, cfg.doc_topic_prior, cfg.max_doc_update_iter,
+                               cfg.mean_change_tol, True, parallel, workspace)
+        compute += time.perf_counter() - tc
+        return sstats
+
+    for part in warmup:
+        a, b = part.rows
+        if (a, b) == batches[part.batch]:  # the whole minibatch: indexed already
+            w_ids, cols, indptr = (words[part.batch], shard.cols[part.batch],
+                                   shard.indptrs[part.batch])
+        else:
+            w_ids, cols, indptr = _index_rows(X, a, b)
+        pusher.flush()
+        base_version, (lam_rows, rowsums) = await_reply(
+            server.pull_after(part.after, w_ids), aborted)
+        sstats = estep(part.rows, lam_rows, rowsums, cols, indptr)
+        pusher.send((w_ids, sstats, b - a), base_version,
+                    part=(part.slot, part.n_parts))
+    first = warmup[-1].batch + 1 if warmup else 0
+    # Parameters for upcoming minibatches, filled from push replies (module docstring).
+    params: dict[int, tuple[int, Any]] = {}
+    for i in range(first, len(batches)):
+        if i in params:
             base_version, (lam_rows, rowsums) = params.pop(i)
         else:
             # Nothing prefetched yet (start of a pass, end of the warm-up): wait for the
@@ -176,18 +238,10 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
                 params[i + 1] = (reply[1], reply[2])
             base_version, (lam_rows, rowsums) = await_reply(server.pull(words[i]),
                                                             aborted)
-        tc = time.perf_counter()
-        exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
-        cnts = X.data[X.indptr[a]:X.indptr[b]]
-        gamma = lda.init_gamma(rng, b - a, cfg.n_components)
-        sstats = lda.run_estep(shard.indptrs[i], shard.cols[i], cnts, exp_beta, gamma,
-                               cfg.doc_topic_prior, cfg.max_doc_update_iter,
-                               cfg.mean_change_tol, True, parallel, workspace)
-        compute += time.perf_counter() - tc
+        a, b = batches[i]
+        sstats = estep(batches[i], lam_rows, rowsums, shard.cols[i], shard.indptrs[i])
         ahead = i + 1 + cfg.lag
-        # In the warm-up the next minibatch's parameters come from pull_after instead.
-        warm_next = i + 1 < len(warmup_slots)
-        request = words[ahead] if ahead < len(batches) and not warm_next else None
+        request = words[ahead] if ahead < len(batches) else None
         reply = pusher.send((words[i], sstats, b - a), base_version, request)
         # The reply carries the parameters for minibatch i + 1 (lag 0: this push's
         # reply; lag 1: the previous push's, which asked for i + 1).
@@ -242,12 +296,20 @@ def _shard_rows(n_rows: int, batch_size: int, n_workers: int) -> list[np.ndarray
 
 
 def warmup_schedule(n_rows: list[int], batch_size: int, n_warmup: int
-                    ) -> list[tuple[int, ...]]:
-    """Global positions of each worker's first minibatches in the synchronous warm-up.
+                    ) -> list[tuple[WarmPart, ...]]:
+    """Each worker's shares of the synchronous warm-up's updates.
 
-    Minibatches are taken round-robin over the workers that still have some (the order
-    :func:`_shard_rows` gives a CSR corpus), and the first ``n_warmup`` positions are
-    kept.
+    The warm-up takes each worker's first ``ceil(n_warmup / M)`` minibatches (``M``
+    workers; fewer if its shard has fewer). The ``P`` workers that have an ``i``-th
+    minibatch cut it into ``P`` near-equal shares (unless one has fewer than ``P``
+    documents: then each of those minibatches is an update of its own, in turn), and
+    the warm-up's updates for row ``i`` are ``j = 0 .. P - 1``: share ``j`` of each of
+    them, about a minibatch's worth
+    of documents drawn from all the shards, whose E-step the workers compute in
+    parallel from the same parameters. So the warm-up is serial SVI (each update sees
+    every earlier one, as many updates as minibatches) without running on one worker
+    at a time; it makes at least ``n_warmup`` updates (rounded up to whole minibatches
+    per worker). With one worker, update ``i`` is minibatch ``i``.
 
     Parameters
     ----------
@@ -255,22 +317,42 @@ def warmup_schedule(n_rows: list[int], batch_size: int, n_warmup: int
         Documents in each worker's shard.
     batch_size : int
     n_warmup : int
-        Updates in the warm-up.
+        Updates wanted in the warm-up (0: none).
 
     Returns
     -------
-    list of tuple of int
-        For each worker, the positions of its minibatches 0, 1, ... in the warm-up.
+    list of tuple of WarmPart
+        For each worker, its shares in the order it computes them.
     """
-    counts = [-(-n // batch_size) for n in n_rows]
-    slots: list[list[int]] = [[] for _ in n_rows]
-    g = 0
-    for i in range(max(counts, default=0)):
-        for w, c in enumerate(counts):
-            if i < c and g < n_warmup:
-                slots[w].append(g)
-                g += 1
-    return [tuple(s) for s in slots]
+    n_workers = len(n_rows)
+    if n_warmup <= 0 or n_workers == 0:
+        return [() for _ in n_rows]
+    per_worker = -(-n_warmup // n_workers)
+    batches = [_minibatch_slices(n, batch_size)[:per_worker] for n in n_rows]
+    slots: dict[tuple[int, int], list[tuple[int, int, tuple[int, int]]]] = {}
+    for i in range(per_worker):
+        # The workers with an i-th minibatch each cut it into that many shares.
+        having = [w for w in range(n_workers) if i < len(batches[w])]
+        if not having:
+            break
+        if min(batches[w][i][1] - batches[w][i][0] for w in having) < len(having):
+            # A minibatch too small to share: each is an update of its own (in turn).
+            for j, w in enumerate(having):
+                slots[(i, j)] = [(w, i, batches[w][i])]
+            continue
+        for w in having:
+            a, b = batches[w][i]
+            cuts = [a + (b - a) * j // len(having) for j in range(len(having) + 1)]
+            for j in range(len(having)):
+                slots.setdefault((i, j), []).append((w, i, (cuts[j], cuts[j + 1])))
+    out: list[list[WarmPart]] = [[] for _ in n_rows]
+    after = 0
+    for g, key in enumerate(sorted(slots)):
+        shares = slots[key]
+        for w, i, rows in shares:
+            out[w].append(WarmPart(i, rows, after, g, len(shares)))
+        after += len(shares)
+    return [tuple(o) for o in out]
 
 
 def place_shards(handle: ClusterHandle, X: Any, batch_size: int
@@ -472,7 +554,7 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
 
 
 def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
-                cfg: DPSVIConfig, *, warmup: list[tuple[int, ...]], n_passes: int,
+                cfg: DPSVIConfig, *, warmup: list[tuple[WarmPart, ...]], n_passes: int,
                 evaluate_every: int, perp_tol: float, entropy: int,
                 max_staleness: int | None, compute_train_bound: bool,
                 progress: Any = None, on_checkpoint: Any = None,
@@ -488,8 +570,8 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     ckpt : _Checkpoint
         Where to start; updated in place after every pass.
     cfg : DPSVIConfig
-    warmup : list of tuple of int
-        Each worker's warm-up positions in the first pass run here.
+    warmup : list of tuple of WarmPart
+        Each worker's warm-up shares in the first pass run here (:func:`warmup_schedule`).
     n_passes : int
         Total passes (absolute).
     evaluate_every : int

@@ -94,8 +94,12 @@ class Pusher:
             self.n_rejected += 1
         return reply
 
-    def send(self, delta: Any, base_version: int, request: Any = None) -> Any:
+    def send(self, delta: Any, base_version: int, request: Any = None,
+             part: tuple[int, int] | None = None) -> Any:
         """Push ``delta``; ask for ``request`` in the same call (``None``: push only).
+
+        ``part=(slot, n_parts)`` pushes one part of a synchronous update instead
+        (``ParameterServer.push_part``; no request).
 
         Returns
         -------
@@ -104,7 +108,9 @@ class Pusher:
             with ``lag=1`` the reply to the previous one (``None`` for the first).
         """
         previous = self._collect()
-        if request is None:
+        if part is not None:
+            self._inflight = self.server.push_part(delta, base_version, self.worker, part)
+        elif request is None:
             self._inflight = self.server.push(delta, base_version, self.worker)
         else:
             self._inflight = self.server.push_pull(delta, base_version, self.worker,

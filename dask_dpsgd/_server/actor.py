@@ -70,6 +70,15 @@ class ParameterServer:
         await self._notify()
         return outcome.applied, outcome.version
 
+    async def push_part(self, delta: Any, base_version: int, worker: int,
+                        part: tuple[int, int]) -> tuple[bool, int]:
+        """One part ``part = (slot, n_parts)`` of a synchronous update (see
+        :meth:`ServerState.push_part`); returns ``(applied, version)``."""
+        self._check_open()
+        outcome = self.state.push_part(delta, base_version, worker, *part)
+        await self._notify()
+        return outcome.applied, outcome.version
+
     async def push_pull(self, delta: Any, base_version: int, worker: int,
                         request: Any) -> tuple[bool, int, Any]:
         """Apply (or reject) one update, then read fresh parameters in the same call.

@@ -79,6 +79,9 @@ class UpdateRule(Protocol):
     def nbytes(self, obj: Any) -> int:
         """Bytes of an update or a pulled payload, for communication accounting."""
 
+    # Rules whose updates can be computed in parts (the synchronous warm-up, see
+    # ServerState.push_part) also define ``merge(deltas) -> delta``.
+
 
 @dataclass(slots=True)
 class PushOutcome:
@@ -126,6 +129,68 @@ class ServerState:
         self.bytes_pushed = 0
         self.bytes_pulled = 0
         self.pushes_by_worker: dict[int, int] = {}
+        # Parts received of the synchronous updates not complete yet (push_part).
+        self._parts: dict[int, list[tuple[Any, int]]] = {}
+
+    def _receive(self, delta: Any, base_version: int, worker: int) -> None:
+        """Count one push (a whole update or a part) and check its base version."""
+        if base_version > self.version or base_version < 0:
+            raise ValueError(
+                f"push from worker {worker} claims base_version={base_version}, but the "
+                f"server is at version {self.version}: the update cannot come from "
+                "these parameters"
+            )
+        self.n_received += 1
+        self.pushes_by_worker[worker] = self.pushes_by_worker.get(worker, 0) + 1
+        self.bytes_pushed += self.rule.nbytes(delta)
+
+    def _settle(self, delta: Any, base_version: int, n_pushes: int = 1) -> PushOutcome:
+        """Apply or reject one update made of ``n_pushes`` received pushes."""
+        staleness = self.version - base_version
+        if not self.rule.is_finite(delta):
+            self.n_rejected_nonfinite += n_pushes
+            return PushOutcome(False, staleness, self.version, "nonfinite")
+        if self.max_staleness is not None and staleness > self.max_staleness:
+            self.n_rejected_stale += n_pushes
+            return PushOutcome(False, staleness, self.version, "stale")
+        self.rule.apply(delta, self.version)
+        self.version += 1
+        self.n_applied += n_pushes
+        if staleness >= len(self.staleness_counts):
+            grown = np.zeros(max(2 * len(self.staleness_counts), staleness + 1),
+                             dtype=np.int64)
+            grown[:len(self.staleness_counts)] = self.staleness_counts
+            self.staleness_counts = grown
+        self.staleness_counts[staleness] += n_pushes
+        self.staleness_sum += staleness * n_pushes
+        self.staleness_max = max(self.staleness_max, staleness)
+        return PushOutcome(True, staleness, self.version)
+
+    def push_part(self, delta: Any, base_version: int, worker: int, slot: int,
+                  n_parts: int) -> PushOutcome:
+        """One of the ``n_parts`` pushes that together make the synchronous update ``slot``.
+
+        The synchronous warm-up splits each of its minibatches over the workers: every
+        worker computes the E-step of its share from the same parameters, and the
+        server applies the sum of the shares as one update (``rule.merge``) when the
+        last one arrives: serial SVI's step, computed in parallel. Until then the parts
+        wait here and the outcome returned is ``applied=True`` at the current version
+        (provisional; the counters settle every part together with the update).
+
+        Each part counts as a received push; the update's verdict counts for each of
+        its parts, so ``n_received == n_applied + n_rejected`` holds once every
+        update is complete.
+        """
+        if n_parts < 1:
+            raise ValueError(f"n_parts must be >= 1, got {n_parts}")
+        self._receive(delta, base_version, worker)
+        parts = self._parts.setdefault(slot, [])
+        parts.append((delta, base_version))
+        if len(parts) < n_parts:
+            return PushOutcome(True, self.version - base_version, self.version)
+        del self._parts[slot]
+        merged = parts[0][0] if n_parts == 1 else self.rule.merge([d for d, _ in parts])
+        return self._settle(merged, min(v for _, v in parts), n_parts)
 
     def push(self, delta: Any, base_version: int, worker: int = 0) -> PushOutcome:
         """Apply ``delta`` computed from parameters at ``base_version``, or reject it.
@@ -143,34 +208,8 @@ class ServerState:
         -------
         PushOutcome
         """
-        if base_version > self.version or base_version < 0:
-            raise ValueError(
-                f"push from worker {worker} claims base_version={base_version}, but the "
-                f"server is at version {self.version}: the update cannot come from "
-                "these parameters"
-            )
-        self.n_received += 1
-        self.pushes_by_worker[worker] = self.pushes_by_worker.get(worker, 0) + 1
-        self.bytes_pushed += self.rule.nbytes(delta)
-        staleness = self.version - base_version
-        if not self.rule.is_finite(delta):
-            self.n_rejected_nonfinite += 1
-            return PushOutcome(False, staleness, self.version, "nonfinite")
-        if self.max_staleness is not None and staleness > self.max_staleness:
-            self.n_rejected_stale += 1
-            return PushOutcome(False, staleness, self.version, "stale")
-        self.rule.apply(delta, self.version)
-        self.version += 1
-        self.n_applied += 1
-        if staleness >= len(self.staleness_counts):
-            grown = np.zeros(max(2 * len(self.staleness_counts), staleness + 1),
-                             dtype=np.int64)
-            grown[:len(self.staleness_counts)] = self.staleness_counts
-            self.staleness_counts = grown
-        self.staleness_counts[staleness] += 1
-        self.staleness_sum += staleness
-        self.staleness_max = max(self.staleness_max, staleness)
-        return PushOutcome(True, staleness, self.version)
+        self._receive(delta, base_version, worker)
+        return self._settle(delta, base_version)
 
     def pull(self, request: Any = None) -> tuple[int, Any]:
         """Return ``(version, payload)`` for a worker's request."""
@@ -283,10 +322,18 @@ class SVIRule:
         self.scale *= 1.0 - rho
         if self.scale < self.RESCALE_BELOW:
             self._fold_scale()
-        # words are distinct (minibatch_words returns np.unique): one scatter-add.
+        # One scatter-add (a merged update may repeat words: they add up).
         scatter_add_rows(self.M, self.M_rowsum, np.asarray(words, dtype=np.int64),
                          np.ascontiguousarray(sstats, dtype=np.float64),
                          rho * self.total_samples / batch_docs / self.scale)
+
+    @staticmethod
+    def merge(deltas: list[tuple[np.ndarray, np.ndarray, int]]
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+        """One update from the parts of a minibatch: their statistics and documents add."""
+        return (np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
+                np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
+                sum(int(d[2]) for d in deltas))
 
     def _fold_scale(self) -> None:
         self.M *= self.scale

@@ -164,14 +164,17 @@ default="auto"
         worker costs the passes since the last checkpoint, which are run again; fewer
         checkpoints save a transfer of ``lambda`` to the driver per pass.
     warmup_updates : int, default=10
-        Synchronous warm-up: the first ``warmup_updates`` updates of a model are computed
-        one after the other (round-robin over the workers, staleness 0), then the workers
-        run asynchronously. While the topics are still near their random start, updates
+        Synchronous warm-up: the first ``warmup_updates`` updates of a model are
+        computed one after the other (staleness 0), then the workers run
+        asynchronously. While the topics are still near their random start, updates
         computed in parallel from the same ``lambda`` break the symmetry between topics
         in different directions and average into blurred topics (measured on NIPS, K=50,
         2 workers, 2 passes: held-out perplexity 1.48x the serial run's without warm-up,
-        1.06x with 3 warm-up updates, 1.01x with 11). No effect with one worker and
-        ``prefetch=False``.
+        1.06x with 3 warm-up updates, 1.01x with 11). The warm-up still uses every
+        worker: each of its updates is a minibatch's worth of documents taken in equal
+        shares from the workers' shards, whose E-steps run in parallel and whose
+        statistics the server adds into one SVI step. It is rounded up to whole
+        minibatches per worker. No effect with one worker and ``prefetch=False``.
 
     Attributes
     ----------
@@ -202,7 +205,10 @@ default="auto"
     threads_per_worker_ : list of int
         Numba threads used on each worker.
     n_pushes_sent_, n_updates_applied_, n_updates_rejected_ : int
-        Update accounting of the last fit: sent = applied + rejected.
+        Update accounting of the last fit, in pushes: sent = applied + rejected. A step
+        of the synchronous warm-up is one push per worker's share of it (see
+        ``warmup_updates``), so with several workers there are more pushes than SVI
+        steps (``n_batch_iter_ - 1``).
     staleness_mean_, staleness_max_ : float, int
         Staleness of the applied updates (server version at apply minus the version the
         update was computed from).

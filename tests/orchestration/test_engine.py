@@ -13,7 +13,7 @@ from dask_dpsgd._orchestration.cluster import (
     mode_layout,
     resolve_cluster,
 )
-from dask_dpsgd._orchestration.dpsvi import _shard_rows, warmup_schedule
+from dask_dpsgd._orchestration.dpsvi import WarmPart, warmup_schedule
 from dask_dpsgd._orchestration.pusher import Pusher
 from dask_dpsgd._server.actor import ParameterServer
 
@@ -157,14 +157,54 @@ def test_server_error_surfaces_in_worker_task(client):
         client.submit(_push_bad, server, pure=False).result()
 
 
-def test_warmup_schedule_follows_the_round_robin_shards():
-    # 10 minibatches of 4 rows (the last of 2) over 3 workers, as _shard_rows deals them.
-    rows = _shard_rows(38, 4, 3)
-    assert [len(r) for r in rows] == [14, 12, 12]
-    assert warmup_schedule([14, 12, 12], 4, 7) == [(0, 3, 6), (1, 4), (2, 5)]
-    # Every minibatch of the pass when the warm-up is longer than the pass.
-    assert warmup_schedule([14, 12, 12], 4, 99) == [(0, 3, 6, 9), (1, 4, 7), (2, 5, 8)]
-    assert warmup_schedule([5, 0], 4, 3) == [(0, 1), ()]
+def test_warmup_schedule_one_worker_is_its_first_minibatches():
+    sched = warmup_schedule([10], 4, 2)
+    assert sched == [(WarmPart(0, (0, 4), 0, 0, 1), WarmPart(1, (4, 8), 1, 1, 1))]
+    # Longer than the pass: every minibatch, the short last one included.
+    assert [p.rows for p in warmup_schedule([10], 4, 99)[0]] == [(0, 4), (4, 8), (8, 10)]
+    assert warmup_schedule([10], 4, 0) == [()]
+
+
+def test_warmup_schedule_splits_each_update_over_the_workers():
+    # 3 workers with 14, 12, 12 rows (minibatches of 4; the first worker's last has 2).
+    sched = warmup_schedule([14, 12, 12], 4, 7)
+    # ceil(7 / 3) = 3 minibatches per worker, each cut in 3 shares: 9 updates.
+    assert [len(s) for s in sched] == [9, 9, 9]
+    by_slot: dict[int, list[tuple[int, WarmPart]]] = {}
+    for w, shares in enumerate(sched):
+        assert [p.slot for p in shares] == sorted(p.slot for p in shares)
+        for p in shares:
+            by_slot.setdefault(p.slot, []).append((w, p))
+    assert sorted(by_slot) == list(range(9))
+    received = 0
+    for g in range(9):
+        shares = by_slot[g]
+        # Every worker takes part, with a third of the same minibatch of its shard.
+        assert sorted(w for w, _ in shares) == [0, 1, 2]
+        assert {p.batch for _, p in shares} == {g // 3}
+        assert all(p.n_parts == 3 and p.after == received for _, p in shares)
+        # A minibatch of 4 rows is cut 1 + 1 + 2: update j has share j of each
+        # worker's minibatch (about a minibatch's worth; 3 + 3 + 6 rows here).
+        assert sum(p.rows[1] - p.rows[0] for _, p in shares) == [3, 3, 6][g % 3]
+        received += len(shares)
+    # The shares of a worker cover its minibatches exactly, in order.
+    assert [p.rows for p in sched[0][:3]] == [(0, 1), (1, 2), (2, 4)]
+
+
+def test_warmup_schedule_short_shards_give_fewer_shares():
+    # The second worker has no rows: the first one's minibatches are not cut, each
+    # is one update, as with one worker.
+    sched = warmup_schedule([5, 0], 4, 3)
+    assert sched[1] == ()
+    assert [(p.batch, p.rows, p.slot, p.n_parts, p.after) for p in sched[0]] == [
+        (0, (0, 4), 0, 1, 0), (1, (4, 5), 1, 1, 1)]
+    # Both have a second minibatch, the second worker's of 1 row: too small to cut
+    # in 2, so those two minibatches are updates 2 and 3, one worker's each.
+    sched = warmup_schedule([9, 5], 4, 4)
+    assert [(p.batch, p.rows, p.slot, p.n_parts, p.after) for p in sched[0]] == [
+        (0, (0, 2), 0, 2, 0), (0, (2, 4), 1, 2, 2), (1, (4, 8), 2, 1, 4)]
+    assert [(p.batch, p.rows, p.slot, p.n_parts, p.after) for p in sched[1]] == [
+        (0, (0, 2), 0, 2, 0), (0, (2, 4), 1, 2, 2), (1, (4, 5), 3, 1, 5)]
 
 
 def _span_names(dask_scheduler):

@@ -141,3 +141,60 @@ def test_stale_pushes_are_rejected_not_down_weighted():
     assert not outcome.applied and outcome.reason == "stale"
     np.testing.assert_array_equal(state.rule.theta, [3.0, 3.0])  # untouched
     assert (state.n_received, state.n_applied, state.n_rejected_stale) == (4, 3, 1)
+
+
+def test_push_part_applies_the_merged_update_once_every_part_is_in():
+    V, K = 30, 4
+    lam0, whole = _svi(V, K)
+    _, split = _svi(V, K)
+    s_whole, s_split = ServerState(whole), ServerState(split)
+    rng = np.random.default_rng(3)
+    for slot in range(3):
+        # Two workers' shares of one minibatch: overlapping words, 5 + 7 documents.
+        w0 = np.sort(rng.choice(V, 12, replace=False))
+        w1 = np.sort(rng.choice(V, 9, replace=False))
+        st0, st1 = rng.gamma(1.0, 1.0, (12, K)), rng.gamma(1.0, 1.0, (9, K))
+        first = s_split.push_part((w0, st0, 5), slot, 0, slot, 2)
+        assert s_split.version == slot  # waiting for the second share
+        assert first.applied
+        s_split.push_part((w1, st1, 7), slot, 1, slot, 2)
+        assert s_split.version == slot + 1
+        S = np.zeros((V, K))
+        np.add.at(S, w0, st0)
+        np.add.at(S, w1, st1)
+        words = np.flatnonzero(S.any(axis=1))
+        s_whole.push((words, S[words], 12), slot, 0)
+    np.testing.assert_allclose(split.snapshot()["lambda"], whole.snapshot()["lambda"],
+                               rtol=1e-12)
+    stats = s_split.stats()
+    # Every share is a received and applied push; the server made 3 updates.
+    assert (stats["n_received"], stats["n_applied"], stats["version"]) == (6, 6, 3)
+    assert stats["pushes_by_worker"] == {0: 3, 1: 3}
+    assert stats["staleness_max"] == 0
+
+
+def test_push_part_with_a_nonfinite_share_rejects_the_whole_update():
+    lam0, rule = _svi()
+    state = ServerState(rule)
+    words = np.array([1, 2])
+    state.push_part((words, np.ones((2, 4)), 3), 0, 0, 0, 2)
+    out = state.push_part((words, np.full((2, 4), np.nan), 3), 0, 1, 0, 2)
+    assert not out.applied and out.reason == "nonfinite"
+    assert state.version == 0
+    np.testing.assert_array_equal(rule.snapshot()["lambda"], lam0)
+    stats = state.stats()
+    assert (stats["n_received"], stats["n_applied"], stats["n_rejected_nonfinite"]) == (
+        2, 0, 2)
+
+
+def test_push_part_of_one_is_an_ordinary_push():
+    _, a = _svi()
+    _, b = _svi()
+    sa, sb = ServerState(a), ServerState(b)
+    delta = (np.array([0, 5]), np.full((2, 4), 2.0), 4)
+    sa.push(delta, 0)
+    sb.push_part(delta, 0, 0, 0, 1)
+    np.testing.assert_array_equal(a.snapshot()["lambda"], b.snapshot()["lambda"])
+    assert sa.stats() == sb.stats()
+    with pytest.raises(ValueError, match="n_parts"):
+        sb.push_part(delta, 1, 0, 1, 0)
