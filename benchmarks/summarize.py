@@ -382,8 +382,9 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
                 "minibatch's words, the E-step kernel, the sum of the per-thread "
                 "slabs), *waiting* = blocked on push/pull replies from the parameter "
                 "server (`time/wait_s`), *other* = the rest (task start, the first "
-                "pull, in pass 1 the synchronous warm-up's waits for its turn "
-                "(`pull_after`, the first `warmup_updates` minibatches), and with 2 "
+                "pull, in pass 1 the synchronous warm-up's waits for the other workers' "
+                "shares of each of its updates (`pull_after`, the first "
+                "`warmup_updates` SVI steps), and with 2 "
                 "workers the wait for the slower one at the end-of-pass barrier). "
                 "*Fit overhead* = `fit()` wall minus the passes.", ""]
     warm = doc.get("warmups", [])

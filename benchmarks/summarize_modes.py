@@ -76,8 +76,10 @@ def cost_model(params: dict[str, float], m: int, p: int, cores: int, n_passes: i
     ``m p / cores`` when the layout asks for more cores than there are; ``wait`` = each
     worker's ``U / m`` round trips to the server, one after another; plus the serial
     run's per-pass remainder and between-pass time. The first pass adds the synchronous
-    warm-up: its first ``warmup`` updates run one after the other, so
-    ``(1 - 1/m)`` of their compute and wait is not overlapped.
+    warm-up: each of its first ``warmup`` updates is computed by all the workers
+    together (a share each), so its compute is spread as in the rest of the pass, but
+    its round trip to the server is not overlapped with other workers' (``(1 - 1/m)``
+    of ``w`` per update is added).
     """
     over = max(1.0, m * p / cores)
     c = params["compute_per_doc_s"]
@@ -85,7 +87,7 @@ def cost_model(params: dict[str, float], m: int, p: int, cores: int, n_passes: i
     updates = params["updates_per_pass"]
     per_pass = (docs * c / (m * p) * over + updates / m * w
                 + params["other_per_pass_s"] + params["between_passes_s"])
-    warm = min(warmup, updates) * (batch * c / p * over + w) * (1 - 1 / m)
+    warm = min(warmup, updates) * w * (1 - 1 / m)
     return n_passes * per_pass + warm
 
 
@@ -291,10 +293,11 @@ def _render_cost_model(doc: dict[str, Any], runs: list[dict[str, Any]],
         f"{params['updates_per_pass']:.1f} updates per pass. Predicted time of n passes "
         f"for M workers × P threads on C = {cores} cores:", "",
         "    t(n) = n · [D·c/(M·P)·max(1, M·P/C) + (U/M)·w + o + b]"
-        " + min(W, U)·(B·c/P·max(1, M·P/C) + w)·(1 − 1/M)", "",
+        " + min(W, U)·w·(1 − 1/M)", "",
         "(D documents, c compute per document, U updates per pass, w wait per update, "
-        "o and b the per-pass remainder and between-pass time, B the minibatch, W = 10 "
-        "synchronous warm-up updates.) It assumes perfect scaling of the E-step over "
+        "o and b the per-pass remainder and between-pass time, W = 10 synchronous "
+        "warm-up updates, each computed by all M workers together but with its round "
+        "trip not overlapped.) It assumes perfect scaling of the E-step over "
         "threads and workers up to the machine's cores, no contention on the server, "
         "and nothing else on the machine.", "",
         table(["layout", "passes", "predicted (s)", "measured (s)",
