@@ -328,7 +328,7 @@ def render_staleness(doc: dict[str, Any], path: Path) -> str:
     for (batch, lay), rs in sorted(groups.items(),
                                    key=lambda kv: (-kv[0][0], _layout_key(kv[0][1]))):
         m, p = _split(lay)
-        T = med([r["updates"] for r in rs])
+        T = med([r.get("steps", r["updates"]) for r in rs])  # SVI steps
         ratio = [r["perplexity"] / serial[(r["seed"], batch)] for r in rs
                  if (r["seed"], batch) in serial]
         within = m <= math.sqrt(T) and p <= T ** 0.25
@@ -387,7 +387,7 @@ def render_comm(doc: dict[str, Any], path: Path) -> str:
     cfg, runs = doc["config"], doc["runs"]
     rows, xs, push, pull, dense = [], [], [], [], []
     for r in sorted(runs, key=lambda r: r["vocab"]):
-        u = max(r["updates"], 1)
+        u = max(r.get("steps", r["updates"]), 1)  # per SVI step (all its shares)
         pu, pl = r["bytes_pushed"] / u / 1024, r["bytes_pulled"] / u / 1024
         de = r["dense_bytes_per_update"] / 1024
         split = r.get("split", 1)
@@ -411,12 +411,14 @@ def render_comm(doc: dict[str, Any], path: Path) -> str:
     png = _save(fig, path)
     return "\n".join([
         f"Layout {cfg['comm_layout']}, K={cfg['n_components']}, minibatch "
-        f"{cfg['batch_size']}, {cfg['comm_passes']} passes; vocabulary = the V most "
+        f"{cfg['batch_size']}, {cfg['comm_passes']} passes with no synchronous "
+        "warm-up (`warmup_updates=0`: its steps are one push per worker's share, whose "
+        "words overlap); vocabulary = the V most "
         "frequent training words (documents left empty dropped); *split ×r*: the whole "
         "vocabulary with every word split into r words, each token going to one of its "
         "r copies at random (the same tokens over an r times larger vocabulary, as a "
         "bigger corpus would have). Bytes are what the "
-        "parameter server counts per applied update: the push (the minibatch's words, "
+        "parameter server counts per SVI step: the push (the minibatch's words, "
         "their K statistics) and the pull (those words' rows of λ and the K row sums).",
         "", "Reproduce:", "", _command(doc), "", machine_block(doc), "",
         table(["V", "distinct words / minibatch", "KiB pushed / update",
