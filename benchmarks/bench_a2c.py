@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+from _probes import _worker_numba, _worker_read, _worker_reset
 
 KIND = "a2c"
 WINDOW = 100  # episodes in the "solved" mean
@@ -224,46 +225,6 @@ def _evaluate(env_id: str, policy: Any, n_episodes: int, seed: int) -> list[floa
     finally:
         env.close()
     return out
-
-
-# Worker-side probes for client.run: self-contained (no import of _common, which the
-# Dask worker processes cannot import), pickled by value from __main__.
-def _worker_reset() -> dict[str, Any]:
-    import os as _os
-    import socket as _socket
-    import time as _t
-
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    return {"cpu_s": _t.process_time(), "pid": _os.getpid(),
-            "host": _socket.gethostname()}
-
-
-def _worker_read() -> dict[str, float]:
-    import time as _t
-
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                peak = float(line.split()[1]) / 1024.0
-    return {"cpu_s": _t.process_time(), "peak_rss_mib": peak}
-
-
-def _worker_numba() -> dict[str, Any]:
-    import os as _os
-
-    import numba
-
-    import dask_dpsgd
-
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process
-        layer = None
-    return {"threading_layer": layer, "num_threads": numba.get_num_threads(),
-            "dask_dpsgd": dask_dpsgd.__file__,
-            "env": {k: v for k, v in _os.environ.items()
-                    if k.endswith("_NUM_THREADS") or k.startswith("MALLOC_")}}
 
 
 # ----------------------------------------------------------------- one run each
@@ -548,14 +509,6 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
 
     import distributed
 
-    if __name__ != "__main__":
-        # Imported by bench_a2c_modes.py: ship the client.run probes by value, as from
-        # __main__ (a user's cluster cannot import this script).
-        import sys
-
-        import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     layouts = list(dict.fromkeys(parse_layout(text) for text in cfg.layouts))
     methods = (["sb3"] if cfg.sb3 else []) + [f"hsa2c-{m}x{p}" for m, p in layouts]
     if not methods:

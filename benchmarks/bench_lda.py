@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+from _probes import _worker_numba, _worker_read, _worker_reset
 
 KIND = "lda"
 LAYOUTS = {"dpsvi-1x2": (1, 2), "dpsvi-2x1": (2, 1)}
@@ -155,44 +156,6 @@ def _doc_part_perplexity(perplexity: float, topic_word_term: float,
 
     bound = -math.log(perplexity) * tokens
     return math.exp(-(bound - topic_word_term) / tokens)
-
-
-# Worker-side probes for client.run: self-contained (no import of _common, which the
-# Dask worker processes cannot import), pickled by value from __main__.
-def _worker_reset() -> dict[str, float]:
-    import os as _os
-    import time as _t
-
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    return {"cpu_s": _t.process_time(), "pid": _os.getpid()}
-
-
-def _worker_read() -> dict[str, float]:
-    import time as _t
-
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                peak = float(line.split()[1]) / 1024.0
-    return {"cpu_s": _t.process_time(), "peak_rss_mib": peak}
-
-
-def _worker_numba() -> dict[str, Any]:
-    import os as _os
-
-    import numba
-
-    import dask_dpsgd
-
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process
-        layer = None
-    return {"threading_layer": layer, "num_threads": numba.get_num_threads(),
-            "dask_dpsgd": dask_dpsgd.__file__,
-            "env": {k: v for k, v in _os.environ.items()
-                    if k.endswith("_NUM_THREADS") or k.startswith("MALLOC_")}}
 
 
 # ----------------------------------------------------------------- one run each
