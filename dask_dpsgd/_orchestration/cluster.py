@@ -171,19 +171,23 @@ def mode_layout(parallelism: str, n_workers: int | None,
     if parallelism not in PARALLELISM:
         raise ValueError(f"parallelism={parallelism!r} is not one of {PARALLELISM}")
 
+    # What each parameter counts, singular and plural, for the messages.
+    nouns = {"n_workers": ("worker", "workers"),
+             "threads_per_worker": ("thread per worker", "threads per worker")}
+
     def fixed(name: str, given: int | None, value: int) -> int:
         if given is not None and given != value:
+            noun = nouns[name][0 if value == 1 else 1]
             raise ValueError(
-                f"parallelism={parallelism!r} runs {value} {name.replace('_', ' ')}, "
-                f"but {name}={given} was given; drop {name} or choose another "
-                f"parallelism (one of {PARALLELISM})")
+                f"parallelism={parallelism!r} runs {value} {noun}, but {name}={given} "
+                f"was given; drop {name} or choose another parallelism (one of "
+                f"{PARALLELISM})")
         return value
 
     def several(name: str, given: int | None) -> int | None:
         if given == 1:
             raise ValueError(
-                f"parallelism={parallelism!r} needs more than one "
-                f"{name.replace('_', ' ')[:-1] if name.endswith('s') else name}, but "
+                f"parallelism={parallelism!r} needs more than one {nouns[name][0]}, but "
                 f"{name}=1 was given; use parallelism="
                 f"{'hogwild' if name == 'n_workers' else 'parameter-server'!r} for that")
         return given

@@ -43,13 +43,14 @@ def test_mode_layout(mode, given, expected):
 
 @pytest.mark.parametrize(
     ("mode", "given", "match"),
-    [("serial", (2, None), "runs 1 n workers, but n_workers=2"),
-     ("serial", (None, 2), "threads_per_worker=2"),
+    [("serial", (2, None), "runs 1 worker, but n_workers=2"),
+     ("serial", (None, 2), "runs 1 thread per worker, but threads_per_worker=2"),
      ("hogwild", (2, None), "n_workers=2"),
      ("hogwild", (None, 1), "threads_per_worker=1 was given; use parallelism='parameter"),
      ("parameter-server", (1, None), "n_workers=1 was given; use parallelism='hogwild'"),
      ("parameter-server", (None, 2), "threads_per_worker=2"),
-     ("dpsgd", (1, 2), "more than one"), ("dpsgd", (2, 1), "more than one"),
+     ("dpsgd", (1, 2), "needs more than one worker, but n_workers=1"),
+     ("dpsgd", (2, 1), "needs more than one thread per worker, but threads_per_worker=1"),
      ("fast", (None, None), "parallelism='fast' is not one of")],
 )
 def test_mode_layout_refuses_contradictions(mode, given, match):

@@ -158,7 +158,7 @@ def test_non_finite_reward_fails_the_fit_with_its_cause(client):
     [({"n_steps": 0}, "n_steps"), ({"gamma": 1.5}, "gamma"),
      ({"net_arch": (64, 0)}, "net_arch"), ({"activation": "elu"}, "activation"),
      ({"env": 3}, "env"), ({"parallelism": "fast"}, "parallelism"),
-     ({"parallelism": "serial", "n_workers": 2}, "runs 1 n workers, but n_workers=2"),
+     ({"parallelism": "serial", "n_workers": 2}, "runs 1 worker, but n_workers=2"),
      ({"parallelism": "dpsgd", "threads_per_worker": 1}, "needs more than one"),
      ({"max_staleness": "soon"}, "max_staleness"),
      ({"checkpoint_every": 0}, "checkpoint_every"),
