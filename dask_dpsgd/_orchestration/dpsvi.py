@@ -304,12 +304,12 @@ def warmup_schedule(n_rows: list[int], batch_size: int, n_warmup: int
     minibatch cut it into ``P`` near-equal shares (unless one has fewer than ``P``
     documents: then each of those minibatches is an update of its own, in turn), and
     the warm-up's updates for row ``i`` are ``j = 0 .. P - 1``: share ``j`` of each of
-    them, about a minibatch's worth
-    of documents drawn from all the shards, whose E-step the workers compute in
-    parallel from the same parameters. So the warm-up is serial SVI (each update sees
-    every earlier one, as many updates as minibatches) without running on one worker
-    at a time; it makes at least ``n_warmup`` updates (rounded up to whole minibatches
-    per worker). With one worker, update ``i`` is minibatch ``i``.
+    them, about a minibatch's worth of documents drawn from all the shards, whose
+    E-step the workers compute in parallel from the same parameters. So the warm-up is
+    serial SVI (each update sees every earlier one, as many updates as minibatches)
+    without running on one worker at a time; it makes at least ``n_warmup`` updates
+    (rounded up to whole minibatches per worker). With one worker, update ``i`` is
+    minibatch ``i``.
 
     Parameters
     ----------
@@ -663,8 +663,13 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 **counts_record(counts),
             }
             stop = False
+            # The server's state after the pass, fetched once for the bound and the
+            # checkpoint (nothing changes it in between).
+            snapshot = None
             if evaluate_every > 0 and (p + 1) % evaluate_every == 0:
-                perp = _train_perplexity(handle, server, shards, cfg, token, f"e{p}")
+                snapshot = server.snapshot().result()
+                perp = _train_perplexity(handle, server, shards, cfg, token, f"e{p}",
+                                         snapshot[1]["lambda"])
                 record["train/perplexity"] = perp
                 if last_perp is not None and abs(last_perp - perp) < perp_tol:
                     stop = True
@@ -674,7 +679,7 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
             if ((p + 1 - start) % checkpoint_every == 0 or p + 1 == n_passes or stop):
                 # A checkpoint: what a recovery restarts from (the passes since the last
                 # one are run again).
-                version, snap = server.snapshot().result()
+                version, snap = snapshot or server.snapshot().result()
                 ckpt.lam = snap["lambda"]
                 ckpt.raw = snap["raw"]
                 ckpt.step = first_step + version
@@ -693,26 +698,31 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 live.publish(record, force=True)
             if stop:
                 break
+        # The last pass ended with a checkpoint, so ckpt holds the server's final
+        # lambda and step (the bound's tasks only read it).
         train_perp = None
         if compute_train_bound:
-            train_perp = _train_perplexity(handle, server, shards, cfg, token, "final")
+            train_perp = _train_perplexity(handle, server, shards, cfg, token, "final",
+                                           ckpt.lam)
         stats = server.stats().result()
         hist = np.trim_zeros(server.staleness_histogram().result(), "b")
-        version, snap = server.snapshot().result()
     del server
     counts, merged = totals(stats, hist)
     stats = {**stats, **counts,
              "staleness_mean": (counts["staleness_sum"] / counts["n_applied"]
                                 if counts["n_applied"] else 0.0)}
     return DPSVIResult(
-        lam=snap["lambda"], n_batch_iter=first_step + version, n_passes=ckpt.passes_done,
+        lam=ckpt.lam, n_batch_iter=ckpt.step, n_passes=ckpt.passes_done,
         history=list(ckpt.history), stats=stats, staleness_histogram=merged,
         train_perplexity=train_perp, pushes_sent=ckpt.pushes_sent)
 
 
 def _train_perplexity(handle: ClusterHandle, server: Any, shards: list[Any],
-                      cfg: DPSVIConfig, token: str, tag: str) -> float:
-    """Training perplexity at the server's current ``lambda`` (scikit-learn's ``bound_``)."""
+                      cfg: DPSVIConfig, token: str, tag: str, lam: np.ndarray) -> float:
+    """Training perplexity at the server's current ``lambda`` (scikit-learn's ``bound_``).
+
+    ``lam`` is that ``lambda`` (the caller's snapshot), for the topic-word term.
+    """
     client = handle.client
     futures = [
         client.submit(_bound_task, server, shards[w], s.threads, cfg,
@@ -721,8 +731,6 @@ def _train_perplexity(handle: ClusterHandle, server: Any, shards: list[Any],
         for w, s in enumerate(handle.slots)
     ]
     parts = _gather_round(futures, [s.address for s in handle.slots])
-    _, snap = server.snapshot().result()
-    score = sum(p[0] for p in parts) + lda.topic_word_bound(snap["lambda"],
-                                                             cfg.topic_word_prior)
+    score = sum(p[0] for p in parts) + lda.topic_word_bound(lam, cfg.topic_word_prior)
     tokens = sum(p[1] for p in parts)
     return float(np.exp(-score / tokens))

@@ -61,6 +61,15 @@ def staleness_bound(total_updates: int, n_workers: int = 1, lag: int = 0) -> int
     return max(paper, 2 * int(n_workers) * (1 + int(lag)))
 
 
+def resolve_max_staleness(setting: int | str | None, total_updates: int,
+                          n_workers: int, lag: int) -> int | None:
+    """An estimator's ``max_staleness`` as used: ``"auto"`` becomes
+    :func:`staleness_bound`, an int or ``None`` stays as given."""
+    if setting == "auto":
+        return staleness_bound(total_updates, n_workers, lag)
+    return setting  # type: ignore[return-value]
+
+
 class UpdateRule(Protocol):
     """How an estimator's global parameters are stored, updated and read."""
 

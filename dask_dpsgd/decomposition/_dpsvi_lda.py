@@ -23,7 +23,7 @@ from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
 from dask_dpsgd._orchestration.live import live_metrics
-from dask_dpsgd._server.state import staleness_bound
+from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
     load_checkpoint,
@@ -415,12 +415,6 @@ default="auto"
 
         self.exp_dirichlet_component_ = np.exp(dirichlet_expectation(self.components_))
 
-    def _resolve_max_staleness(self, total_updates: int, n_workers: int) -> int | None:
-        """``max_staleness`` with ``"auto"`` turned into the paper's bound."""
-        if self.max_staleness == "auto":
-            return staleness_bound(total_updates, n_workers, int(self.prefetch))
-        return self.max_staleness
-
     def _config(self, total_samples: float) -> DPSVIConfig:
         return DPSVIConfig(
             n_components=self.n_components, doc_topic_prior=self.doc_topic_prior_,
@@ -466,8 +460,8 @@ default="auto"
                     bar.set_postfix(post)
                     bar.update(1)
 
-            self.max_staleness_ = self._resolve_max_staleness(total_updates,
-                                                              len(handle.slots))
+            self.max_staleness_ = resolve_max_staleness(
+                self.max_staleness, total_updates, len(handle.slots), int(self.prefetch))
             try:
                 result, events = fit_dpsvi(
                     handle, X, np.ascontiguousarray(self.components_.T), cfg,

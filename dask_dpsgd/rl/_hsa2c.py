@@ -23,7 +23,7 @@ from dask_dpsgd._orchestration.hsa2c import (
     run_hsa2c,
 )
 from dask_dpsgd._orchestration.live import live_metrics
-from dask_dpsgd._server.state import staleness_bound
+from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
     load_checkpoint,
@@ -382,9 +382,8 @@ default="auto"
 
             pushes = -(-int(self.total_timesteps)
                        // (self.n_steps * self.n_envs * self.push_every))
-            self.max_staleness_ = (
-                staleness_bound(pushes, len(handle.slots), int(self.prefetch))
-                if self.max_staleness == "auto" else self.max_staleness)
+            self.max_staleness_ = resolve_max_staleness(
+                self.max_staleness, pushes, len(handle.slots), int(self.prefetch))
             try:
                 result, events = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
                                            entropy=entropy,
