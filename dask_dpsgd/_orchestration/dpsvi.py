@@ -44,7 +44,7 @@ from dask_dpsgd._orchestration.cluster import (
     lost_workers,
 )
 from dask_dpsgd._orchestration.live import LiveMetrics
-from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
+from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply, reach
 from dask_dpsgd._orchestration.serving import (
     ServerWatch,
     counts_record,
@@ -186,6 +186,7 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     one the warm-up used.
     """
     numba.set_num_threads(threads)
+    server = reach(server)
     parallel = threads > 1
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -265,6 +266,7 @@ def _bound_task(server: Any, shard: Shard, threads: int,
                 cfg: DPSVIConfig) -> tuple[float, float]:
     """Document part of the bound and the token count of a shard at current lambda."""
     numba.set_num_threads(threads)
+    server = reach(server)
     X = shard.X
     if X.shape[0] == 0:
         return 0.0, 0.0

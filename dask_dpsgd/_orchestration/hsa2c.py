@@ -42,7 +42,7 @@ from dask_dpsgd._orchestration.cluster import (
 )
 from dask_dpsgd._orchestration.envs import EnvSpec, make_vector_env, space_info
 from dask_dpsgd._orchestration.live import LiveMetrics
-from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply
+from dask_dpsgd._orchestration.pusher import Pusher, abandoned, await_reply, reach
 from dask_dpsgd._orchestration.serving import (
     ServerWatch,
     counts_record,
@@ -130,6 +130,7 @@ def _worker_task(server: Any, spec: EnvSpec, cfg: HSA2CConfig, worker: int,
                  resumed: bool = False) -> dict[str, Any]:
     """One worker's whole training (see the module docstring)."""
     numba.set_num_threads(threads)
+    server = reach(server)
     # Split the gradient over threads only when the batch is worth it: A2C's default
     # batch (5 steps x 8 envs = 40 samples) is tens of microseconds of work, and two
     # OpenMP threads meeting at a barrier every update cost more than they save (the

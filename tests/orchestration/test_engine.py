@@ -14,7 +14,7 @@ from dask_dpsgd._orchestration.cluster import (
     resolve_cluster,
 )
 from dask_dpsgd._orchestration.dpsvi import WarmPart, warmup_schedule
-from dask_dpsgd._orchestration.pusher import Pusher
+from dask_dpsgd._orchestration.pusher import LocalServer, Pusher, reach
 from dask_dpsgd._server.actor import ParameterServer
 
 
@@ -111,8 +111,10 @@ def test_resolve_uses_default_client(client):
         pass
 
 
-def _push_many(server, worker, n, lag):
+def _push_many(server, worker, n, lag, local):
     """Push n deltas through a Pusher; return sent, applied and reply versions."""
+    if local:
+        server = reach(server)
     pusher = Pusher(server, worker, lag)
     replies = []
     version = server.pull().result()[0]
@@ -127,12 +129,21 @@ def _push_many(server, worker, n, lag):
     return pusher.n_sent, pusher.n_applied, [r[1] for r in replies]
 
 
+def _add_server(client, address):
+    """An "add" parameter server (4 zeros) pinned to the worker at ``address``."""
+    return client.submit(ParameterServer, "add", {"theta": np.zeros(4)}, actor=True,
+                         workers=[address], pure=False).result()
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["proxies", "reach"])
 @pytest.mark.parametrize("lag", [0, 1])
-def test_pusher_applies_every_push_in_order(client, lag):
-    server = client.submit(ParameterServer, "add", {"theta": np.zeros(4)},
-                           actor=True).result()
+def test_pusher_applies_every_push_in_order(client, lag, local):
+    # With reach(), the worker holding the actor calls it directly while the other
+    # goes through the network: both streams still apply once each, in order.
     workers = sorted(client.scheduler_info()["workers"])
-    futs = [client.submit(_push_many, server, w, 50, lag, workers=[a], pure=False)
+    server = _add_server(client, workers[0])
+    futs = [client.submit(_push_many, server, w, 50, lag, local, workers=[a],
+                          pure=False)
             for w, a in enumerate(workers)]
     results = client.gather(futs)
     stats = server.stats().result()
@@ -147,15 +158,56 @@ def test_pusher_applies_every_push_in_order(client, lag):
     np.testing.assert_allclose(theta, 2 * sum(range(50)))
 
 
-def _push_bad(server):
-    Pusher(server, 0, 0).send(np.ones(4), 10**6)
+def _reach_kind(server):
+    return type(reach(server)).__name__
 
 
-def test_server_error_surfaces_in_worker_task(client):
-    server = client.submit(ParameterServer, "add", {"theta": np.zeros(4)},
-                           actor=True).result()
+def test_reach_calls_directly_only_in_the_actors_process(client):
+    workers = sorted(client.scheduler_info()["workers"])
+    server = _add_server(client, workers[1])
+    kinds = [client.submit(_reach_kind, server, workers=[a], pure=False).result()
+             for a in workers]
+    assert kinds == ["Actor", "LocalServer"]
+    # On the driver (not a worker) nothing changes.
+    assert reach(server) is server
+
+
+def _mutate_after_the_call(server):
+    """Change the arrays a direct call took and returned; report what the server holds."""
+    local = reach(server)
+    assert isinstance(local, LocalServer)
+    version, theta = local.pull().result()
+    theta += 100.0  # the reply is the caller's own copy
+    delta = np.ones(4)
+    reply = Pusher(local, 0, 1).send(delta, version)
+    delta += 1000.0  # after the send, before the server has necessarily run it
+    Pusher(local, 0, 0).flush()
+    return reply, local.pull().result()[1]
+
+
+def test_direct_calls_share_no_array_with_the_server(client):
+    workers = sorted(client.scheduler_info()["workers"])
+    server = _add_server(client, workers[0])
+    reply, theta = client.submit(_mutate_after_the_call, server, workers=[workers[0]],
+                                 pure=False).result()
+    assert reply is None  # lag 1: the first send returns no reply yet
+    # The server's state advanced by exactly the delta as it was when sent, and the
+    # caller's += on the pulled copy did not reach it.
+    np.testing.assert_array_equal(theta, np.ones(4))
+    np.testing.assert_array_equal(server.pull().result()[1], np.ones(4))
+
+
+def _push_bad(server, local):
+    Pusher(reach(server) if local else server, 0, 0).send(np.ones(4), 10**6)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["proxy", "reach"])
+def test_server_error_surfaces_in_worker_task(client, local):
+    workers = sorted(client.scheduler_info()["workers"])
+    server = _add_server(client, workers[0])
     with pytest.raises(ValueError, match="base_version=1000000"):
-        client.submit(_push_bad, server, pure=False).result()
+        client.submit(_push_bad, server, local, workers=[workers[0]],
+                      pure=False).result()
 
 
 def test_warmup_schedule_one_worker_is_its_first_minibatches():
