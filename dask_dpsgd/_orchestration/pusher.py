@@ -46,19 +46,6 @@ def await_reply(future: Any, aborted: Callable[[], bool] | None = None) -> Any:
             continue
 
 
-class _LocalCall:
-    """The reply of a :class:`LocalServer` call, read like an actor future."""
-
-    def __init__(self, future: concurrent.futures.Future) -> None:
-        self._future = future
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._future.result(timeout)
-
-
 class LocalServer:
     """A parameter-server actor called from a task in the worker process that holds it.
 
@@ -77,15 +64,15 @@ class LocalServer:
         self._obj = obj
         self._loop = loop
 
-    def __getattr__(self, name: str) -> Callable[..., _LocalCall]:
+    def __getattr__(self, name: str) -> Callable[..., concurrent.futures.Future]:
         method = getattr(self._obj, name)
 
         async def run(args: tuple[Any, ...]) -> Any:
             return copy.deepcopy(await method(*args))
 
-        def call(*args: Any) -> _LocalCall:
-            coro = run(copy.deepcopy(args))
-            return _LocalCall(asyncio.run_coroutine_threadsafe(coro, self._loop))
+        def call(*args: Any) -> concurrent.futures.Future:
+            # Read like an actor future: .result(timeout) returns or raises the reply.
+            return asyncio.run_coroutine_threadsafe(run(copy.deepcopy(args)), self._loop)
 
         return call
 
@@ -110,8 +97,8 @@ class Pusher:
 
     Parameters
     ----------
-    server : distributed.Actor
-        Proxy of a :class:`dask_dpsgd._server.actor.ParameterServer`.
+    server : distributed.Actor or LocalServer
+        Proxy of a :class:`dask_dpsgd._server.actor.ParameterServer` (:func:`reach`).
     worker : int
         This worker's index, sent with every push.
     lag : {0, 1}
