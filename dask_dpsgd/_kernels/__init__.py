@@ -32,3 +32,38 @@ def sync_numba_config() -> None:
 
     if not parallel._is_initialized:
         numba.core.config.reload_config()
+
+
+def parallel_twin(fn):
+    """Copy of a kernel body under its own name, for its ``parallel=True`` dispatcher.
+
+    Parameters
+    ----------
+    fn : function
+        Plain kernel body.
+
+    Returns
+    -------
+    function
+        Same code, globals and docstring; ``__name__``/``__qualname__`` end in
+        ``_parallel``.
+
+    Notes
+    -----
+    numba's on-disk cache keys an entry on the function's bytecode and signature but
+    not on ``parallel=True`` (``numba/core/caching.py``, ``_index_key``) and names the
+    cache file after the qualified name, so a serial and a parallel dispatcher of one
+    function with ``cache=True`` share entries: whichever compiles first is loaded for
+    both. Measured here: the parallel gradient then never started numba's threads. A
+    twin with its own qualified name gets its own cache file.
+    """
+    twin = type(fn)(
+        fn.__code__,
+        fn.__globals__,
+        fn.__name__ + "_parallel",
+        fn.__defaults__,
+        fn.__closure__,
+    )
+    twin.__qualname__ = fn.__qualname__ + "_parallel"
+    twin.__doc__ = fn.__doc__
+    return twin

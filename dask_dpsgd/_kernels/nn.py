@@ -52,6 +52,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from dask_dpsgd._kernels import parallel_twin
+
 # Activation codes stored in layout[3]; LINEAR is only used internally for heads.
 LINEAR = -1
 TANH = 0
@@ -1234,44 +1236,9 @@ _A2C_SIG = (
 )
 
 
-def _parallel_twin(fn):
-    """Copy of a kernel body under its own name, for its ``parallel=True`` dispatcher.
-
-    Parameters
-    ----------
-    fn : function
-        Plain kernel body.
-
-    Returns
-    -------
-    function
-        Same code, globals and docstring; ``__name__``/``__qualname__`` end in
-        ``_parallel``.
-
-    Notes
-    -----
-    numba's on-disk cache keys an entry on the function's bytecode and signature but
-    not on ``parallel=True`` (``numba/core/caching.py``, ``_index_key``) and names the
-    cache file after the qualified name, so a serial and a parallel dispatcher of one
-    function with ``cache=True`` share entries: whichever compiles first is loaded for
-    both. Measured here: the parallel gradient then never started numba's threads. A
-    twin with its own qualified name gets its own cache file.
-    """
-    twin = type(fn)(
-        fn.__code__,
-        fn.__globals__,
-        fn.__name__ + "_parallel",
-        fn.__defaults__,
-        fn.__closure__,
-    )
-    twin.__qualname__ = fn.__qualname__ + "_parallel"
-    twin.__doc__ = fn.__doc__
-    return twin
-
-
 a2c_loss_grad = numba.njit(_A2C_SIG, cache=True, nogil=True)(_a2c_loss_grad)
 a2c_loss_grad_parallel = numba.njit(_A2C_SIG, cache=True, nogil=True, parallel=True)(
-    _parallel_twin(_a2c_loss_grad)
+    parallel_twin(_a2c_loss_grad)
 )
 
 

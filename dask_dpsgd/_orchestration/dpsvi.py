@@ -3,7 +3,8 @@
 Layout of one fit (PAPER.md, DPSVI):
 
 * worker 0 holds the :class:`~dask_dpsgd._server.actor.ParameterServer` actor with the
-  global ``lambda`` under the SVI rule;
+  global ``lambda`` under the SVI rule; worker 0's own tasks call it in memory
+  (:func:`~dask_dpsgd._orchestration.pusher.reach`), the others over the network;
 * every worker holds one shard of the documents, sent once (scattered to it, or, for a
   Dask array, the row chunks it already holds) and reused by every pass;
 * a pass is one ordinary Dask task per worker (key ``dpsvi-pass-<p>-w<w>``, so it shows

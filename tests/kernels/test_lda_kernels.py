@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -54,7 +55,11 @@ def test_estep_matches_reference(parallel, K):
     assert sstats.sum() == pytest.approx(X.sum(), rel=1e-9)
 
 
-def test_parallel_equals_serial_bitwise_with_empty_docs():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_parallel_equals_serial_bitwise_with_empty_docs(threads):
+    # Documents are handed to threads one at a time and the statistics summed word by
+    # word in document order, so the parallel E-step gives the serial one's numbers
+    # exactly, whatever the number of threads.
     X = _corpus(n_docs=30).tolil()
     X[3, :] = 0
     X[17, :] = 0
@@ -66,13 +71,18 @@ def test_parallel_equals_serial_bitwise_with_empty_docs():
     eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
     g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
     out = []
-    for parallel in (False, True):
-        g = g0.copy()
-        s = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.2, 30, 1e-4,
-                          True, parallel)
-        out.append((g, s))
-    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)
-    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for parallel in (False, True):
+            g = g0.copy()
+            s = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.2, 30,
+                              1e-4, True, parallel)
+            out.append((g, s))
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
     # An empty document keeps gamma = alpha + 0 after the first iteration.
     np.testing.assert_allclose(out[0][0][3], 0.2)
 
@@ -113,17 +123,21 @@ def test_minibatch_words_maps_back():
     np.testing.assert_array_equal(words[cols], idx)
 
 
-@pytest.mark.parametrize("n_groups", [1, 2, 3, 7])
-def test_balanced_groups_cover_documents_and_balance_work(n_groups):
-    rng = np.random.default_rng(7)
-    lengths = rng.integers(0, 400, size=50)
-    indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-    bounds = lda.balanced_groups(indptr, n_groups)
-    assert bounds[0] == 0 and bounds[-1] == 50 and len(bounds) == n_groups + 1
-    assert np.all(np.diff(bounds) >= 0)
-    work = np.diff(indptr[bounds])
-    # No group exceeds its fair share by more than one document's words.
-    assert work.max() <= indptr[-1] / n_groups + lengths.max()
+def test_by_word_is_the_minibatch_in_csc_order():
+    X = _corpus(n_docs=40).tolil()
+    X[5, :] = 0
+    X = X.tocsr()
+    words, cols = lda.minibatch_words(X.indices)
+    nnz = X.nnz
+    wptr = np.full(len(words) + 1, -7, np.int64)  # garbage: the kernel must overwrite
+    wdoc = np.full(nnz, -7, np.int64)
+    wcnt = np.full(nnz, np.nan)
+    lda.by_word(X.indptr.astype(np.int64), cols, X.data, wptr, wdoc, wcnt)
+    C = sp.csr_matrix((X.data, cols, X.indptr), shape=(X.shape[0], len(words))).tocsc()
+    C.sort_indices()
+    np.testing.assert_array_equal(wptr, C.indptr)
+    np.testing.assert_array_equal(wdoc, C.indices)
+    np.testing.assert_array_equal(wcnt, C.data)
 
 
 def test_parallel_estep_is_repeatable_bit_for_bit():
@@ -139,6 +153,6 @@ def test_parallel_estep_is_repeatable_bit_for_bit():
         g = g0.copy()
         runs.append(lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, g, 0.2,
                                   30, 1e-4, True, True))
-    # Groups own their slabs, so which thread runs which group cannot change the sums.
+    # Which thread takes which document cannot change the sums.
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
