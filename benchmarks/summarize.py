@@ -379,8 +379,8 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
                       "ll" + "r" * 7), "",
                 "Per worker, as a share of the pass wall time: *compute* = the "
                 "minibatch E-steps (`time/compute_s`: `exp(E[log β])` of the "
-                "minibatch's words, the E-step kernel, the sum of the per-thread "
-                "slabs), *waiting* = blocked on push/pull replies from the parameter "
+                "minibatch's words, the E-step kernel: documents, then the statistics "
+                "word by word), *waiting* = blocked on push/pull replies from the parameter "
                 "server (`time/wait_s`), *other* = the rest (task start, the first "
                 "pull, in pass 1 the synchronous warm-up's waits for the other workers' "
                 "shares of each of its updates (`pull_after`, the first "

@@ -4,7 +4,9 @@ Layout of one fit (PAPER.md, HSA2C):
 
 * worker 0 holds the :class:`~dask_dpsgd._server.actor.ParameterServer` actor with the
   flat parameter vector ``theta`` under the ``a2c`` rule (plus the global step count,
-  the episode log and, optionally, the observation moments);
+  the episode log and, optionally, the observation moments); worker 0's own task calls
+  it in memory (:func:`~dask_dpsgd._orchestration.pusher.reach`), the others over the
+  network;
 * every worker runs one long task (key ``hsa2c-worker-w<w>``): **synchronous** A2C over
   its own batch of ``n_envs`` environments (one rollout of ``n_steps`` in all of them,
   one gradient step), the batch's gradient split over its cores by the numba kernels,
