@@ -118,13 +118,17 @@ def test_valid_counts_fit_and_transform_without_touching_the_input(client, X,
                                                                     n_components,
                                                                     batch_size):
     snap = _snapshot(X)
+    # max_staleness=None: with minibatches of a few tiny documents, the worker that
+    # holds the server (in-memory calls) can run more than the "auto" limit ahead of
+    # the other one's network round trip, and a rejected stale push is the algorithm
+    # at work, not an input problem; this test counts every minibatch's step.
     lda = LDA(n_components=n_components, max_iter=1, batch_size=batch_size,
-              random_state=0).fit(X)
+              random_state=0, max_staleness=None).fit(X)
     _assert_unchanged(X, snap)
     assert lda.components_.shape == (n_components, X.shape[1])
     assert np.isfinite(lda.components_).all() and (lda.components_ > 0).all()
     assert np.isfinite(lda.bound_)
-    assert lda.n_pushes_sent_ == lda.n_updates_applied_ + lda.n_updates_rejected_
+    assert lda.n_pushes_sent_ == lda.n_updates_applied_ and lda.n_updates_rejected_ == 0
     # One SVI step per minibatch (the warm-up's steps may each be several pushes).
     assert lda.n_batch_iter_ == 1 + -(-X.shape[0] // batch_size)
     doc_topic = lda.transform(X)
