@@ -419,7 +419,13 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
     n_words, K = exp_beta.shape
     indptr = np.asarray(indptr, np.int64)
     n_docs = indptr.shape[0] - 1
-    n_threads = numba.get_num_threads() if parallel else 1
+    # Asked even for one thread: it starts numba's threading layer. ``_estep_docs``
+    # calls ``numba.get_thread_id()``, which in a kernel loaded from the on-disk cache
+    # goes through the layer's function table; in a process where nothing parallel has
+    # run yet that table is empty and the process dies (measured: a segmentation fault
+    # on the first serial E-step of a fresh process with a warm cache).
+    all_threads = numba.get_num_threads()
+    n_threads = all_threads if parallel else 1
     max_len = int(np.max(np.diff(indptr))) if n_docs > 0 else 0
     vecs = ws.get("vecs", (n_threads, 4 + -(-8 // K), K))
     rows = ws.get("rows", (n_threads, max(max_len, 1), K))

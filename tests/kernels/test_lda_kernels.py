@@ -156,3 +156,35 @@ def test_parallel_estep_is_repeatable_bit_for_bit():
     # Which thread takes which document cannot change the sums.
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
+
+
+_FRESH_PROCESS_SERIAL_ESTEP = """
+import numpy as np
+from dask_dpsgd._kernels import lda
+indptr = np.array([0, 2, 3], dtype=np.int64)
+cols = np.array([0, 1, 1], dtype=np.int64)
+gamma = np.ones((2, 3))
+eb = np.full((2, 3), 0.5)
+s = lda.run_estep(indptr, cols, np.array([1.0, 2.0, 3.0]), eb, gamma, 0.1, 20, 1e-3,
+                  True, False)
+print(float(s.sum()))
+"""
+
+
+def test_serial_estep_from_a_warm_cache_in_a_fresh_process(tmp_path):
+    # The first run compiles into a private cache, the second loads from it: the
+    # loaded serial kernel needs numba's threading layer started (get_thread_id), and
+    # a process that ran nothing parallel before used to die here (SIGSEGV).
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    outs = [subprocess.run([sys.executable, "-c", _FRESH_PROCESS_SERIAL_ESTEP], env=env,
+                           capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    for out in outs:
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert any(tmp_path.rglob("*.nbi"))  # the second run did load from the cache
+    # Every count ends in the statistics: 1 + 2 + 3.
+    assert [float(o.stdout) for o in outs] == [pytest.approx(6.0)] * 2
