@@ -174,7 +174,11 @@ def test_fit_takes_no_data():
         HSA2CAgent().fit(np.zeros((3, 4)))
 
 
-AGENT_KILL_KW = dict(env="CartPole-v1", total_timesteps=300_000, target_return=475,
+# Both the reference and the disturbed fits stop at the target; the budget only caps a
+# slow trajectory. A recovered fit follows a new trajectory, and undisturbed 2 x 1 fits
+# need up to ~500k steps to reach 475 (benchmarks/RESULTS.md, 10 seeds): with 300k,
+# 2 of 45 local runs ended short of the target for that reason alone.
+AGENT_KILL_KW = dict(env="CartPole-v1", total_timesteps=1_000_000, target_return=475,
                      random_state=0)
 
 
