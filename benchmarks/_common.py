@@ -298,6 +298,60 @@ def loadavg() -> list[float]:
 # ------------------------------------------------------------- isolated runs
 
 
+def start_local_cluster(m: int, p: int) -> Any:
+    """A LocalCluster on 127.0.0.1 of ``m`` single-threaded workers, ``p`` numba threads each."""
+    import logging
+
+    import distributed
+
+    return distributed.LocalCluster(
+        n_workers=m, threads_per_worker=1, processes=True, host="127.0.0.1",
+        # A free port: a fixed one (8787) may be taken by someone else's cluster.
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+        env={"NUMBA_NUM_THREADS": str(p)})
+
+
+class RunCluster:
+    """The cluster one measured run uses: a fresh LocalCluster, or the user's.
+
+    With no ``scheduler_address`` a LocalCluster of the layout is started on entry and
+    closed on exit, so that no other layout's idle processes (schedulers, nannies and
+    workers with their heartbeats and profilers) share the machine during the run:
+    measured here, two idle LocalClusters beside a 2 x 1 HSA2C fit took ~11% of its
+    CartPole throughput, a cost the one-core layouts hardly pay (they leave a core
+    free). The run's own process warms the workers up (an excluded short fit) before it
+    measures. With a ``scheduler_address`` (a big shared cluster, a SLURMCluster) every
+    run uses it and nothing is started or closed.
+
+    Attributes
+    ----------
+    address : str
+        Scheduler address for the run.
+    start_s : float
+        Seconds the cluster took to start (0 for the user's).
+    """
+
+    def __init__(self, m: int, p: int, scheduler_address: str | None = None) -> None:
+        self.m, self.p = m, p
+        self.scheduler_address = scheduler_address
+        self.cluster: Any = None
+        self.address = scheduler_address or ""
+        self.start_s = 0.0
+
+    def __enter__(self) -> RunCluster:
+        if self.scheduler_address is None:
+            t0 = time.perf_counter()
+            self.cluster = start_local_cluster(self.m, self.p)
+            self.address = self.cluster.scheduler_address
+            self.start_s = time.perf_counter() - t0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
 def run_isolated(script: str | Path, task: dict[str, Any], *,
                  timeout: float | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh Python process and return its result.

@@ -33,13 +33,15 @@ HSA2C layouts are given as ``MxP`` strings (``--layouts 1x1 1x2 2x1``: M Dask wo
 numba threads each); each runs with ``parallelism=`` its mode, passed explicitly
 (1x1 serial, 1xP hogwild, Mx1 parameter-server, MxP dpsgd), so a layout the cluster
 cannot give is an error, never silently another mode. Every run is a fresh interpreter
-(``_common.run_isolated``). Without ``--scheduler-address`` each layout gets one
-``LocalCluster`` (127.0.0.1, M workers with ``NUMBA_NUM_THREADS=P``) for the whole
-benchmark; with it, every layout runs on that existing cluster (a big ``LocalCluster``,
-a ``SLURMCluster``, ...), on the first M of its workers (each must allow P numba
-threads). Either way the layouts are warmed up by excluded short fits on each
-environment (they load the numba kernels into the workers), and each run's driver
-process connects to the cluster as a client. ``n_envs`` is per worker in HSA2C:
+(``_common.run_isolated``). Without ``--scheduler-address`` every HSA2C run gets a fresh
+``LocalCluster`` of its layout (127.0.0.1, M workers with ``NUMBA_NUM_THREADS=P``),
+started before the run and closed after it (``_common.RunCluster``: no other layout's
+idle cluster shares the machine), and warmed up by an excluded short fit in the run's
+own process; with it, every layout runs on that existing cluster (a big
+``LocalCluster``, a ``SLURMCluster``, ...), on the first M of its workers (each must
+allow P numba threads). Either way each layout is first warmed up by excluded short
+fits on each environment (they compile or load the numba kernels), and each run's
+driver process connects to the cluster as a client. ``n_envs`` is per worker in HSA2C:
 ``hsa2c-2x1`` runs 2 x 8 = 16 environments, the others 8, like stable-baselines3
 (weak scaling); ``--total-envs N`` gives every method N environments in all instead
 (strong scaling: ``N / M`` per worker).
@@ -362,6 +364,11 @@ def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
     params = _hsa2c_params(task)
     est = HSA2CAgent(**params, n_workers=m, threads_per_worker=p, parallelism=mode)
     with distributed.Client(task["scheduler"], set_as_default=True) as client:
+        if task.get("warm_first"):
+            # A fresh cluster (_common.RunCluster): load the kernels into its workers
+            # first, excluded, as the start-of-benchmark warm-up did for the first one.
+            HSA2CAgent(**{**params, "total_timesteps": 4_000, "target_return": None},
+                       n_workers=m, threads_per_worker=p, parallelism=mode).fit()
         # The fit takes the first m workers in this order; the memory and CPU probes
         # follow it, so a larger shared cluster's idle workers are not counted.
         used = current_workers(client)[:m]
@@ -493,16 +500,6 @@ def _n_envs(cfg: BenchA2CConfig, method: str) -> int:
     return cfg.total_envs // (layout[0] if layout else 1)
 
 
-def _start_cluster(m: int, p: int) -> Any:
-    """A LocalCluster of ``m`` single-threaded workers with ``p`` numba threads each."""
-    import distributed
-
-    return distributed.LocalCluster(
-        n_workers=m, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-        env={"NUMBA_NUM_THREADS": str(p)})
-
-
 def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
     """Run the benchmark of ``cfg`` and write its JSON (``kind`` for summarize.py)."""
     import shutil
@@ -534,7 +531,7 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
     base = {"max_timesteps": cfg.max_timesteps, "n_envs": cfg.n_envs,
             "eval_episodes": cfg.eval_episodes}
     thresholds = dict(zip(cfg.envs, cfg.thresholds, strict=True))
-    clusters: dict[str, tuple[Any, str, float]] = {}
+    cluster_start: dict[str, float] = {}
     warmups: list[dict[str, Any]] = []
     worker_numba: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []
@@ -547,38 +544,33 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
         return _common.write_results(
             cfg.output, kind=kind, config=cfg, machine=machine, runs=runs,
             started=started, finished=finished, warmups=warmups, load_waits=waits,
-            cluster_start_s={k: v[2] for k, v in clusters.items()},
+            cluster_start_s=cluster_start,
             worker_numba=worker_numba, worktree_digest=digests, snapshot=snapshot,
             total_wall_s=time.perf_counter() - t_start)
 
     try:
         for method in methods[1 if cfg.sb3 else 0:]:
             m, p = method_layout(method)
-            if cfg.scheduler_address is None:
-                t0 = time.perf_counter()
-                cluster = _start_cluster(m, p)
-                clusters[method] = (cluster, cluster.scheduler_address,
-                                    time.perf_counter() - t0)
-            else:  # the user's cluster: shared by every layout, never closed here
-                clusters[method] = (None, cfg.scheduler_address, 0.0)
-            # Warm-up fits, excluded: load the numba kernels (cache=True) into the
-            # workers, on each environment (CartPole's vectorised env and Acrobot's
-            # SyncVectorEnv take different code paths).
-            for env_id in cfg.envs:
-                task = {**base, "method": method, "env_id": env_id,
-                        "n_envs": _n_envs(cfg, method),
-                        "threshold": thresholds[env_id], "max_timesteps": 4_000,
-                        "eval_episodes": 1, "seed": cfg.random_state, "rep": -1,
-                        "order": -1, "scheduler": clusters[method][1],
-                        "warmup": True}
-                w = _common.run_isolated(__file__, task, timeout=600)
-                for key in ("hsa2c", "curve", "wall_curve"):
-                    w.pop(key, None)
-                warmups.append(w)
-                print(f"[warm-up] {method} {env_id}: fit {w['time_s']:.2f}s "
-                      f"(child {w['child_wall_s']:.1f}s)", flush=True)
-            with distributed.Client(clusters[method][1], set_as_default=False) as probe:
-                worker_numba[method] = list(probe.run(_worker_numba).values())
+            # Warm-up fits, excluded: compile or load the numba kernels (cache=True),
+            # on each environment (CartPole's vectorised env and Acrobot's
+            # SyncVectorEnv take different code paths). Each measured run then gets a
+            # fresh cluster of its own (_common.RunCluster), warmed up again inside it.
+            with _common.RunCluster(m, p, cfg.scheduler_address) as rc:
+                cluster_start[method] = rc.start_s
+                for env_id in cfg.envs:
+                    task = {**base, "method": method, "env_id": env_id,
+                            "n_envs": _n_envs(cfg, method),
+                            "threshold": thresholds[env_id], "max_timesteps": 4_000,
+                            "eval_episodes": 1, "seed": cfg.random_state, "rep": -1,
+                            "order": -1, "scheduler": rc.address, "warmup": True}
+                    w = _common.run_isolated(__file__, task, timeout=600)
+                    for key in ("hsa2c", "curve", "wall_curve"):
+                        w.pop(key, None)
+                    warmups.append(w)
+                    print(f"[warm-up] {method} {env_id}: fit {w['time_s']:.2f}s "
+                          f"(child {w['child_wall_s']:.1f}s)", flush=True)
+                with distributed.Client(rc.address, set_as_default=False) as probe:
+                    worker_numba[method] = list(probe.run(_worker_numba).values())
         seeds = _common.seeds(cfg.random_state, cfg.seeds)
         for rep, seed in enumerate(seeds):
             waits.append({"phase": f"seed {seed}",
@@ -592,11 +584,16 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
                     task = {**base, "method": method, "env_id": env_id,
                             "threshold": thresholds[env_id], "seed": seed, "rep": rep,
                             "order": i, "n_envs": _n_envs(cfg, method)}
-                    if method in clusters:
-                        task["scheduler"] = clusters[method][1]
-                    else:
+                    layout = method_layout(method)
+                    if layout is None:
                         task["sb3"] = _common.sb3_a2c_equivalent(_hsa2c_params(task))
-                    r = _common.run_isolated(__file__, task, timeout=1800)
+                        r = _common.run_isolated(__file__, task, timeout=1800)
+                    else:
+                        with _common.RunCluster(*layout, cfg.scheduler_address) as rc:
+                            task["scheduler"] = rc.address
+                            task["warm_first"] = cfg.scheduler_address is None
+                            r = _common.run_isolated(__file__, task, timeout=1800)
+                        r["cluster_start_s"] = rc.start_s
                     runs.append(r)
                     cross = r["crossing_step"]
                     print(f"[rep {rep} seed {seed}] {env_id:12s} {method:10s} "
@@ -608,9 +605,6 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
                           f"load {r['loadavg_before'][0]:.2f}", flush=True)
                     save()
     finally:
-        for cluster, _, _ in clusters.values():
-            if cluster is not None:
-                cluster.close()
         shutil.rmtree(snap_root, ignore_errors=True)
     path = save(_common.now_iso())
     print(f"wrote {path} in {time.perf_counter() - t_start:.0f}s", flush=True)

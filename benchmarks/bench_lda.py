@@ -17,9 +17,10 @@ method order rotated per seed). Three axes (STYLE.md rule 17):
   DPSVI, added to the peaks of the Dask worker processes (reset before the fit); for
   gensim, to the peak of its worker process.
 
-The DPSVI layouts each get one ``LocalCluster`` for the whole benchmark, warmed up by a
-fit that is excluded (it loads the numba kernels into the workers): cluster start-up is
-not the algorithm's speed.
+Every DPSVI run gets a fresh ``LocalCluster`` of its layout, started before the run and
+closed after it (``_common.RunCluster``: no other layout's idle cluster shares the
+machine) and warmed up by an excluded one-pass fit in the run's own process (it loads
+the numba kernels into the workers): cluster start-up is not the algorithm's speed.
 
 Run from the repository root::
 
@@ -206,6 +207,12 @@ def _run_dpsvi(task: dict[str, Any], X_train: Any, X_test: Any) -> dict[str, Any
     with distributed.Client(task["scheduler"], set_as_default=True) as client:
         if len(client.scheduler_info(n_workers=-1)["workers"]) != m:
             raise RuntimeError(f"{task['method']}: cluster does not have {m} workers")
+        if task.get("warm_first"):
+            # A fresh cluster (_common.RunCluster): load the kernels into its workers
+            # first, excluded, as the start-of-benchmark warm-up did for the first one.
+            DPSVILatentDirichletAllocation(**{**params, "max_iter": 1}, n_workers=m,
+                                           threads_per_worker=p,
+                                           prefetch=task["prefetch"]).fit(X_train[:256])
         before = client.run(_worker_reset)
         cpu0 = _common.cpu_seconds()
         with _common.PeakPss([b["pid"] for b in before.values()]) as pss:
@@ -365,7 +372,7 @@ def main(cfg: BenchLDAConfig) -> Path:
     started = _common.now_iso()
     base = {k: v for k, v in dataclasses.asdict(cfg).items()
             if k not in ("n_components", "methods", "output", "repeats")}
-    clusters: dict[str, tuple[Any, Any]] = {}
+    cluster_start: dict[str, float] = {}
     warmups: list[dict[str, Any]] = []
     worker_numba: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []
@@ -380,7 +387,7 @@ def main(cfg: BenchLDAConfig) -> Path:
         return _common.write_results(
             cfg.output, kind=KIND, config=cfg, machine=machine, runs=runs,
             started=started, finished=finished, warmups=warmups,
-            cluster_start_s={k: v[2] for k, v in clusters.items()},
+            cluster_start_s=cluster_start,
             worker_numba=worker_numba, worktree_digest=digests, snapshot=snapshot,
             total_wall_s=time.perf_counter() - t_start)
 
@@ -388,25 +395,18 @@ def main(cfg: BenchLDAConfig) -> Path:
         for method in cfg.methods:
             if method not in LAYOUTS:
                 continue
-            m, p = LAYOUTS[method]
-            t0 = time.perf_counter()
-            cluster = distributed.LocalCluster(
-                n_workers=m, threads_per_worker=1, processes=True, host="127.0.0.1",
-                # A free port: a fixed one (8787) may be taken by someone else's
-                # cluster on this machine.
-                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                env={"NUMBA_NUM_THREADS": str(p)})
-            clusters[method] = (cluster, cluster.scheduler_address,
-                                time.perf_counter() - t0)
-            # Warm-up fit, excluded: loads the numba kernels (cache=True) into the
-            # workers and opens their connections to one another.
-            task = {**base, "method": method, "n_components": cfg.n_components[0],
-                    "max_iter": 1, "seed": cfg.random_state, "rep": -1, "order": -1,
-                    "scheduler": cluster.scheduler_address, "warmup": True}
-            w = _common.run_isolated(__file__, task, timeout=600)
-            warmups.append(w)
-            with distributed.Client(cluster, set_as_default=False) as probe:
-                worker_numba[method] = list(probe.run(_worker_numba).values())
+            # Warm-up fit, excluded: compiles or loads the numba kernels (cache=True).
+            # Each measured run then gets a fresh cluster of its own
+            # (_common.RunCluster), warmed up again inside the run's process.
+            with _common.RunCluster(*LAYOUTS[method]) as rc:
+                cluster_start[method] = rc.start_s
+                task = {**base, "method": method, "n_components": cfg.n_components[0],
+                        "max_iter": 1, "seed": cfg.random_state, "rep": -1,
+                        "order": -1, "scheduler": rc.address, "warmup": True}
+                w = _common.run_isolated(__file__, task, timeout=600)
+                warmups.append(w)
+                with distributed.Client(rc.address, set_as_default=False) as probe:
+                    worker_numba[method] = list(probe.run(_worker_numba).values())
             print(f"[warm-up] {method}: fit {w['fit_s']:.2f}s "
                   f"(child {w['child_wall_s']:.1f}s)", flush=True)
         seeds = _common.seeds(cfg.random_state, cfg.repeats)
@@ -417,9 +417,14 @@ def main(cfg: BenchLDAConfig) -> Path:
                 for i, method in enumerate(order):
                     task = {**base, "method": method, "n_components": k, "seed": seed,
                             "rep": rep, "order": i}
-                    if method in clusters:
-                        task["scheduler"] = clusters[method][1]
-                    r = _common.run_isolated(__file__, task, timeout=900)
+                    if method in LAYOUTS:
+                        with _common.RunCluster(*LAYOUTS[method]) as rc:
+                            task["scheduler"] = rc.address
+                            task["warm_first"] = True
+                            r = _common.run_isolated(__file__, task, timeout=900)
+                        r["cluster_start_s"] = rc.start_s
+                    else:
+                        r = _common.run_isolated(__file__, task, timeout=900)
                     runs.append(r)
                     print(f"[rep {rep} seed {seed}] K={k:<4d} {method:10s} "
                           f"{r['docs_per_s']:8.0f} docs/s  fit {r['fit_s']:6.2f}s  "
@@ -428,8 +433,6 @@ def main(cfg: BenchLDAConfig) -> Path:
                           f"load {r['loadavg_before'][0]:.2f}", flush=True)
                     save()
     finally:
-        for cluster, _, _ in clusters.values():
-            cluster.close()
         shutil.rmtree(snap_root, ignore_errors=True)
     path = save(_common.now_iso())
     print(f"wrote {path} in {time.perf_counter() - t_start:.0f}s", flush=True)

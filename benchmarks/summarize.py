@@ -79,6 +79,20 @@ def _reproduce(doc: dict[str, Any]) -> list[str]:
             "python benchmarks/summarize.py", "```", "", machine_block(doc)]
 
 
+
+def _cluster_sentence(runs: list[dict[str, Any]], name: str, warm: str) -> str:
+    """How the runs of ``name`` (DPSVI, HSA2C) got their Dask cluster."""
+    fresh = [r for r in runs if "cluster_start_s" in r]
+    if fresh:
+        return (f"Every {name} run gets a fresh LocalCluster of its layout, started "
+                "before the run and closed after it, so no other layout's idle "
+                f"processes share the machine; {warm} (excluded) in the run's own "
+                "process before it is measured; cluster start "
+                f"{spread([r['cluster_start_s'] for r in fresh], '.1f')} s per run, "
+                "excluded.")
+    return (f"The {name} clusters (one per layout, or the given scheduler's) are "
+            f"started once, warmed up by {warm} (excluded), and reused by every run.")
+
 def _load_line(doc: dict[str, Any], runs: list[dict[str, Any]],
                busy_tail: str) -> list[str]:
     """The load average the runs started at; ``busy_tail`` ends it when it was high."""
@@ -304,8 +318,9 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
         "for every method (gensim's λ is loaded into a scikit-learn estimator to be "
         "scored). **Peak memory** = peak PSS summed over every process of the run "
         "(driver, Dask workers or gensim's pool; sampled every 50 ms), each run in a "
-        "fresh interpreter. The DPSVI clusters (one per layout) are started once, "
-        "warmed up by an excluded fit, and reused by every repetition.",
+        "fresh interpreter. " + _cluster_sentence(
+            [r for r in runs if r["method"].startswith("dpsvi")], "DPSVI",
+            "a one-pass fit"),
         "",
         *_reproduce(doc),
     ]
@@ -612,8 +627,9 @@ def render_a2c(doc: dict[str, Any], path: Path) -> str:
         f"**Eval return** = mean over {cfg['eval_episodes']} deterministic episodes "
         "of the final policy (not timed). **Peak memory** = peak PSS summed over the "
         "run's processes (driver, and the Dask workers for HSA2C). Each run is a "
-        "fresh interpreter; the HSA2C clusters (one per layout) are started once, "
-        "warmed up by excluded short fits on each environment, and reused.",
+        "fresh interpreter. " + _cluster_sentence(
+            [r for r in runs if r["method"].startswith("hsa2c")], "HSA2C",
+            "a 4,000-step fit"),
         "",
         *_reproduce(doc),
         *_a2c_run_facts(doc, runs),
@@ -978,7 +994,7 @@ def render_a2c_modes(doc: dict[str, Any], path: Path) -> str:
         "includes the environment inspection, the cluster probe, the parameter-server "
         "start, the steps taken after the crossing until every worker has seen the "
         "stop, and collecting the results; it excludes the cluster's start and warm-up "
-        "(once per layout, before the runs) and interpreter start-up. SB3's excludes "
+        "and interpreter start-up. SB3's excludes "
         "its model and environment construction. **Speed-up** = serial's time to solve "
         "÷ the layout's, per seed (same seed number), then median [min–max] over the "
         "seeds both solved. The **curves** are the mean return of the last ≤ 100 "
