@@ -126,8 +126,8 @@ class BenchA2CConfig:
     """Also run stable-baselines3's A2C (the anchor)."""
     scheduler_address: str | None = None
     """Run every layout on this existing Dask cluster (e.g. tcp://10.0.0.5:8786 of a
-    SLURMCluster) instead of starting one LocalCluster per layout on 127.0.0.1; its
-    workers need NUMBA_NUM_THREADS >= P."""
+    SLURMCluster) instead of starting a fresh LocalCluster on 127.0.0.1 for every run;
+    its workers need NUMBA_NUM_THREADS >= P."""
     eval_episodes: int = 10
     """Deterministic episodes the final policy is evaluated on (not timed)."""
     max_load: float = 0.7
