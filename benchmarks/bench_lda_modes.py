@@ -180,11 +180,8 @@ class _Cluster:
         if cfg.scheduler_address:
             self.client = distributed.Client(cfg.scheduler_address)
         else:
-            self.local = distributed.LocalCluster(
-                n_workers=max(m for m, _ in layouts), threads_per_worker=1,
-                processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                silence_logs=logging.ERROR,
-                env={"NUMBA_NUM_THREADS": str(max(p for _, p in layouts))})
+            self.local = _common.start_local_cluster(max(m for m, _ in layouts),
+                                                     max(p for _, p in layouts))
             self.client = distributed.Client(self.local)
 
     def __enter__(self) -> _Cluster:

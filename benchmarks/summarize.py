@@ -79,7 +79,6 @@ def _reproduce(doc: dict[str, Any]) -> list[str]:
             "python benchmarks/summarize.py", "```", "", machine_block(doc)]
 
 
-
 def _cluster_sentence(runs: list[dict[str, Any]], name: str, warm: str) -> str:
     """How the runs of ``name`` (DPSVI, HSA2C) got their Dask cluster."""
     fresh = [r for r in runs if "cluster_start_s" in r]
@@ -92,6 +91,7 @@ def _cluster_sentence(runs: list[dict[str, Any]], name: str, warm: str) -> str:
                 "excluded.")
     return (f"The {name} clusters (one per layout, or the given scheduler's) are "
             f"started once, warmed up by {warm} (excluded), and reused by every run.")
+
 
 def _load_line(doc: dict[str, Any], runs: list[dict[str, Any]],
                busy_tail: str) -> list[str]:

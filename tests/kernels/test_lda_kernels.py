@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -175,10 +179,6 @@ def test_serial_estep_from_a_warm_cache_in_a_fresh_process(tmp_path):
     # The first run compiles into a private cache, the second loads from it: the
     # loaded serial kernel needs numba's threading layer started (get_thread_id), and
     # a process that ran nothing parallel before used to die here (SIGSEGV).
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     outs = [subprocess.run([sys.executable, "-c", _FRESH_PROCESS_SERIAL_ESTEP], env=env,
                            capture_output=True, text=True, timeout=300)
