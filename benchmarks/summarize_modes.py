@@ -39,14 +39,22 @@ def _command(doc: dict[str, Any]) -> str:
     return "\n".join(["```", doc["command"], "python benchmarks/summarize.py", "```"])
 
 
-def _load_line(runs: list[dict[str, Any]], cores: int) -> str:
+def _load_line(doc: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> str:
+    """The machine's load: before the experiment (the evidence of competition) and after
+    each run (which counts the run's own processes: a 1-minute average decays slowly)."""
     loads = [r["load"] for r in runs if "load" in r]
     if not loads:
         return ""
-    busy = med(loads) > 0.5 * cores
-    return (f"- 1-minute load average after each run: median {med(loads):.2f}, range "
-            f"{min(loads):.2f}–{max(loads):.2f} on {cores} cores"
-            + (" — **other processes were competing for the cores**." if busy else "."))
+    line = (f"- 1-minute load average after each run: median {med(loads):.2f}, range "
+            f"{min(loads):.2f}–{max(loads):.2f} on {cores} cores (it includes the runs' "
+            "own processes, so it says little about other load)")
+    quiet = doc.get("quiet")
+    if quiet is None:
+        return line + "."
+    line += (f"; before the experiment {quiet['load_after']:.2f} after waiting "
+             f"{quiet['waited_s']:.0f} s")
+    return line + ("." if quiet["quiet"] else
+                   " — **the machine was not quiet when it started**.")
 
 
 # ------------------------------------------------------------------ cost model
@@ -184,7 +192,7 @@ def render_modes(doc: dict[str, Any], path: Path) -> str:
         f"it (to {TARGET_RTOL:g} relative: 1×2 runs the serial algorithm, but its threads "
         "sum in another order).", "",
         "Reproduce:", "", _command(doc), "", machine_block(doc),
-        _load_line(runs, cores), "",
+        _load_line(doc, runs, cores), "",
     ]
     # perplexity and time per pass count
     max_n = max(r["passes"] for r in runs)
@@ -368,7 +376,7 @@ def render_staleness(doc: dict[str, Any], path: Path) -> str:
         "workers ≤ T^(1/2) and cores per worker ≤ T^(1/4). Perplexity ÷ serial: the "
         "same seed and minibatch size run 1×1.", "",
         "Reproduce:", "", _command(doc), "", machine_block(doc),
-        _load_line(runs, cores), "",
+        _load_line(doc, runs, cores), "",
         table(["minibatch", "layout", "T", "√T", "T^¼", "within bounds",
                "staleness mean", "staleness max", "perplexity ÷ serial", "time (s)"],
               rows, "llrrrlrrrr"), "",
