@@ -30,6 +30,15 @@ class ParameterServer:
         Arguments of the rule's constructor (initial parameters, step sizes).
     max_staleness : int or None
         Passed to :class:`ServerState`.
+
+    Notes
+    -----
+    Reference contract of the update path (``push``, ``push_part``, ``push_pull``,
+    ``pull``, ``pull_after``), on which a caller in the server's own process relies to
+    skip copies (``LocalServer``): the server never writes to an update it is handed
+    (it may keep a reference, e.g. a part of a synchronous update until the others
+    arrive), and every array it replies with is built for that reply and not kept.
+    ``tests/server/test_actor.py`` checks both for every rule.
     """
 
     def __init__(self, rule: str, rule_kwargs: dict[str, Any],

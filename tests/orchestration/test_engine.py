@@ -173,14 +173,12 @@ def test_reach_calls_directly_only_in_the_actors_process(client):
 
 
 def _mutate_after_the_call(server):
-    """Change the arrays a direct call took and returned; report what the server holds."""
+    """Change the array a direct call returned; report what the server holds."""
     local = reach(server)
     assert isinstance(local, LocalServer)
     version, theta = local.pull().result()
-    theta += 100.0  # the reply is the caller's own copy
-    delta = np.ones(4)
-    reply = Pusher(local, 0, 1).send(delta, version)
-    delta += 1000.0  # after the send, before the server has necessarily run it
+    theta += 100.0  # the reply is the caller's own array
+    reply = Pusher(local, 0, 1).send(np.ones(4), version)  # handed over: not touched
     Pusher(local, 0, 0).flush()
     return reply, local.pull().result()[1]
 
@@ -191,8 +189,8 @@ def test_direct_calls_share_no_array_with_the_server(client):
     reply, theta = client.submit(_mutate_after_the_call, server, workers=[workers[0]],
                                  pure=False).result()
     assert reply is None  # lag 1: the first send returns no reply yet
-    # The server's state advanced by exactly the delta as it was when sent, and the
-    # caller's += on the pulled copy did not reach it.
+    # The server's state advanced by exactly the delta, and the caller's += on the
+    # pulled array did not reach it (tests/server/test_actor.py checks every rule).
     np.testing.assert_array_equal(theta, np.ones(4))
     np.testing.assert_array_equal(server.pull().result()[1], np.ones(4))
 
