@@ -79,7 +79,7 @@ def test_update_path_neither_writes_what_it_is_handed_nor_replies_with_its_own(m
             before = copy.deepcopy(d)
             replies.append(await server.push_pull(d, version, 0, request))
             # The server did not write to the update it was handed.
-            for got, sent in zip(_arrays(d), _arrays(before)):
+            for got, sent in zip(_arrays(d), _arrays(before), strict=True):
                 np.testing.assert_array_equal(got, sent)
         d = delta()
         replies.append(await server.push(d, 3, 0))
