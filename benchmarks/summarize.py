@@ -95,14 +95,20 @@ def _cluster_sentence(runs: list[dict[str, Any]], name: str, warm: str) -> str:
 
 def _load_line(doc: dict[str, Any], runs: list[dict[str, Any]],
                busy_tail: str) -> list[str]:
-    """The load average the runs started at; ``busy_tail`` ends it when it was high."""
+    """The load average the runs started at.
+
+    Runs follow each other within seconds, so a run's starting load counts the runs
+    before it (the 1-minute average decays over minutes): it is reported, but it is not
+    evidence of other processes; the quiet waits (``load_waits``) are. ``busy_tail``
+    ends the line when the median is high.
+    """
     loads = [r["loadavg_before"][0] for r in runs]
     if not loads:
         return []
     return [f"- 1-minute load average when each run started: median {med(loads):.2f}, "
             f"range {min(loads):.2f}–{max(loads):.2f} on {doc['machine']['cores']} "
-            "cores" + (" — **other processes were competing for the cores**" + busy_tail
-                       if med(loads) > 1.2 else ".")]
+            "cores" + (" (it counts the previous runs' own processes: the average decays "
+                       "over minutes)" + busy_tail if med(loads) > 1.2 else ".")]
 
 
 def _code_lines(doc: dict[str, Any], why: str) -> list[str]:
@@ -325,8 +331,7 @@ def render_lda(doc: dict[str, Any], path: Path) -> str:
         *_reproduce(doc),
     ]
     out += _load_line(doc, runs, "; the runs are interleaved so that every method met "
-                      "the same conditions, but absolute rates are lower than on an "
-                      "idle machine.")
+                      "the same conditions.")
     out += _code_lines(doc, " so that edits made during the run could not reach the "
                        "workers")
     out += ["", "### Speed, quality, memory", ""]
