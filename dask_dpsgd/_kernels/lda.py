@@ -391,7 +391,7 @@ class EStepWorkspace:
 
 
 def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sstats,
-              parallel, workspace=None):
+              parallel, workspace=None, out=None):
     """E-step of a minibatch: documents (``_estep_docs``), then words (``_sstats_by_word``).
 
     Parameters
@@ -408,12 +408,17 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
         1.1x faster at K=100, and the copies' cost no longer grows with the threads.
     workspace : EStepWorkspace or None
         Buffers kept across minibatches (a pass's worth of calls); None: fresh ones.
+    out : ndarray of float64 or None
+        A 1-D buffer of at least ``n_words * K`` elements, owned by the caller, for the
+        statistics: they are written into it and returned as a view of it. A buffer the
+        caller reuses from one minibatch to the next skips the fresh array's page
+        faults and copy (see :class:`EStepWorkspace`); None: a new array.
 
     Returns
     -------
     ndarray of float64, shape (n_words, K) or None
-        Sufficient statistics (word-major) when ``cal_sstats``; a new array, never a
-        workspace buffer.
+        Sufficient statistics (word-major) when ``cal_sstats``: a view of ``out``, or a
+        new array; never a workspace buffer.
     """
     ws = EStepWorkspace() if workspace is None else workspace
     n_words, K = exp_beta.shape
@@ -447,12 +452,18 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
     wdoc = ws.get("wdoc", (nnz,), np.int64)
     wcnt = ws.get("wcnt", (nnz,))
     by_word(indptr, cols, cnts, wptr, wdoc, wcnt)
-    # Written into a kept buffer and copied out: a fresh array would take its page
-    # faults inside the kernel (see the class docstring).
-    sstats = ws.get("sstats", (n_words, K))
+    if out is not None:
+        if out.ndim != 1 or out.dtype != np.float64 or out.shape[0] < n_words * K:
+            raise ValueError(f"out must be a 1-D float64 buffer of at least "
+                             f"{n_words * K} elements")
+        sstats = out[:n_words * K].reshape(n_words, K)
+    else:
+        # Written into a kept buffer and copied out: a fresh array would take its page
+        # faults inside the kernel (see the class docstring).
+        sstats = ws.get("sstats", (n_words, K))
     (sstats_by_word_parallel if parallel else sstats_by_word)(
         wptr, wdoc, wcnt, exp_beta, exp_theta, sstats)
-    return sstats.copy()
+    return sstats if out is not None else sstats.copy()
 
 
 def minibatch_words(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

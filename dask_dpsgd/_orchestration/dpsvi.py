@@ -199,17 +199,31 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     pusher = Pusher(server, worker, cfg.lag, aborted)
     compute = 0.0
     workspace = lda.EStepWorkspace()  # the pass's E-step buffers, reused per minibatch
+    # Minibatch i's statistics go to buffer i % 2, reused (no fresh 1 MB array's page
+    # faults and copy per minibatch: 1-3% of a pass, measured on NIPS with K=20, serial
+    # and 1x2 alike). Safe: when minibatch i is
+    # computed, the push of i - 2 has had its reply (one push in flight, lag <= 1),
+    # and the server keeps no reference to a push it has replied to (ParameterServer's
+    # contract). Warm-up parts wait on the server for the other workers' parts, so
+    # they get fresh arrays.
+    ring = [np.empty(0), np.empty(0)]
 
     def estep(rows: tuple[int, int], lam_rows: np.ndarray, rowsums: np.ndarray,
-              cols: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+              cols: np.ndarray, indptr: np.ndarray, slot: int | None) -> np.ndarray:
         nonlocal compute
         tc = time.perf_counter()
         a, b = rows
+        out = None
+        if slot is not None:
+            n = lam_rows.shape[0] * cfg.n_components
+            if ring[slot].shape[0] < n:
+                ring[slot] = np.empty(n)
+            out = ring[slot]
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
         gamma = lda.init_gamma(rng, b - a, cfg.n_components)
         sstats = lda.run_estep(indptr, cols, X.data[X.indptr[a]:X.indptr[b]], exp_beta,
                                gamma, cfg.doc_topic_prior, cfg.max_doc_update_iter,
-                               cfg.mean_change_tol, True, parallel, workspace)
+                               cfg.mean_change_tol, True, parallel, workspace, out)
         compute += time.perf_counter() - tc
         return sstats
 
@@ -223,7 +237,7 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
         pusher.flush()
         base_version, (lam_rows, rowsums) = await_reply(
             server.pull_after(part.after, w_ids), aborted)
-        sstats = estep(part.rows, lam_rows, rowsums, cols, indptr)
+        sstats = estep(part.rows, lam_rows, rowsums, cols, indptr, None)
         pusher.send((w_ids, sstats, b - a), base_version,
                     part=(part.slot, part.n_parts))
     first = warmup[-1].batch + 1 if warmup else 0
@@ -241,7 +255,8 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
             base_version, (lam_rows, rowsums) = await_reply(server.pull(words[i]),
                                                             aborted)
         a, b = batches[i]
-        sstats = estep(batches[i], lam_rows, rowsums, shard.cols[i], shard.indptrs[i])
+        sstats = estep(batches[i], lam_rows, rowsums, shard.cols[i], shard.indptrs[i],
+                       i % 2)
         ahead = i + 1 + cfg.lag
         request = words[ahead] if ahead < len(batches) else None
         reply = pusher.send((words[i], sstats, b - a), base_version, request)

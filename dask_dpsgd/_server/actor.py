@@ -35,10 +35,12 @@ class ParameterServer:
     -----
     Reference contract of the update path (``push``, ``push_part``, ``push_pull``,
     ``pull``, ``pull_after``), on which a caller in the server's own process relies to
-    skip copies (``LocalServer``): the server never writes to an update it is handed
-    (it may keep a reference, e.g. a part of a synchronous update until the others
-    arrive), and every array it replies with is built for that reply and not kept.
-    ``tests/server/test_actor.py`` checks both for every rule.
+    skip copies (``LocalServer``): the server never writes to an update it is handed;
+    once it has replied to an ordinary push (``push``, ``push_pull``) it holds no
+    reference to that push's arrays, so the caller may reuse them (only a part of a
+    synchronous update, ``push_part``, is kept until the other parts arrive); and every
+    array it replies with is built for that reply and not kept.
+    ``tests/server/test_actor.py`` checks all three for every rule.
     """
 
     def __init__(self, rule: str, rule_kwargs: dict[str, Any],

@@ -461,7 +461,8 @@ class A2CRule(AddRule):
         self.theta += delta["theta"]
         self.total_steps += int(delta["steps"])
         if len(delta["episodes"]):
-            eps = np.asarray(delta["episodes"], dtype=np.float64)
+            # A copy: the server keeps no reference to an applied push (ParameterServer).
+            eps = np.array(delta["episodes"], dtype=np.float64)
             self.episodes.append(eps)
             self._recent = (self._recent + eps[:, 1].tolist())[-100:]
         moments = delta.get("obs_moments")

@@ -162,6 +162,26 @@ def test_parallel_estep_is_repeatable_bit_for_bit():
     np.testing.assert_array_equal(runs[0], runs[2])
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_estep_into_a_caller_buffer_equals_a_fresh_array(parallel):
+    X = _corpus(n_docs=40)
+    K = 4
+    rng = np.random.default_rng(9)
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
+    words, cols = lda.minibatch_words(X.indices)
+    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
+    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    args = (X.indptr.astype(np.int64), cols, X.data, eb)
+    fresh = lda.run_estep(*args, g0.copy(), 0.2, 30, 1e-4, True, parallel)
+    buf = np.full(len(words) * K + 7, np.nan)  # larger than needed, as a reused one is
+    into = lda.run_estep(*args, g0.copy(), 0.2, 30, 1e-4, True, parallel, None, buf)
+    assert np.shares_memory(into, buf) and into.shape == (len(words), K)
+    np.testing.assert_array_equal(into, fresh)
+    assert np.isnan(buf[len(words) * K:]).all()  # nothing written past the result
+    with pytest.raises(ValueError, match="at least"):
+        lda.run_estep(*args, g0.copy(), 0.2, 30, 1e-4, True, parallel, None, buf[:5])
+
+
 _FRESH_PROCESS_SERIAL_ESTEP = """
 import numpy as np
 from dask_dpsgd._kernels import lda

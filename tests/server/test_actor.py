@@ -1,9 +1,11 @@
 """``ParameterServer``'s reference contract, which lets a local caller skip copies.
 
 A worker in the server's own process calls it by reference on the update path
-(``LocalServer.BY_REFERENCE``): it hands its update over, and it owns what the server
-replies. That is only safe if the server never writes to an update it was handed and
-never replies with an array it keeps. Checked here for every rule, without a cluster.
+(``LocalServer.BY_REFERENCE``): it hands its update over, reuses the update's buffers
+once the server has replied (the LDA worker's statistics), and owns what the server
+replies. That is only safe if the server never writes to an update it was handed,
+keeps no reference to an ordinary push after replying, and never replies with an
+array it keeps. Checked here for every rule, without a cluster.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def _add():
 def test_update_path_neither_writes_what_it_is_handed_nor_replies_with_its_own(make):
     server, delta, request = make()
 
+    handed = []
+
     async def calls():
         replies = []
         for version in range(3):
@@ -81,8 +85,10 @@ def test_update_path_neither_writes_what_it_is_handed_nor_replies_with_its_own(m
             # The server did not write to the update it was handed.
             for got, sent in zip(_arrays(d), _arrays(before), strict=True):
                 np.testing.assert_array_equal(got, sent)
+            handed.extend(_arrays(d))
         d = delta()
         replies.append(await server.push(d, 3, 0))
+        handed.extend(_arrays(d))
         replies.append(await server.push_part(delta(), 4, 0, (0, 1)))
         replies.append(await server.pull(request))
         replies.append(await server.pull_after(5, request))
@@ -95,6 +101,10 @@ def test_update_path_neither_writes_what_it_is_handed_nor_replies_with_its_own(m
     for reply in replies:
         for a in _arrays(reply):
             assert not any(np.shares_memory(a, h) for h in held)
+    # After its reply, an ordinary push is not referenced: the caller may reuse it.
+    assert handed
+    for a in handed:
+        assert not any(np.shares_memory(a, h) for h in held)
 
 
 def test_by_reference_names_are_server_methods():
