@@ -144,14 +144,18 @@ def test_by_word_is_the_minibatch_in_csc_order():
     np.testing.assert_array_equal(wcnt, C.data)
 
 
-def test_parallel_estep_is_repeatable_bit_for_bit():
-    X = _corpus(n_docs=60)
-    K = 5
-    rng = np.random.default_rng(8)
+def _minibatch(n_docs, K, seed):
+    """A corpus minibatch, ``exp(E[log beta])`` of its words and initial ``gamma``."""
+    X = _corpus(n_docs=n_docs)
+    rng = np.random.default_rng(seed)
     lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
     words, cols = lda.minibatch_words(X.indices)
     eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
-    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    return X, words, cols, eb, rng.gamma(100.0, 0.01, (X.shape[0], K))
+
+
+def test_parallel_estep_is_repeatable_bit_for_bit():
+    X, _, cols, eb, g0 = _minibatch(60, 5, 8)
     runs = []
     for _ in range(3):
         g = g0.copy()
@@ -164,13 +168,8 @@ def test_parallel_estep_is_repeatable_bit_for_bit():
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_estep_into_a_caller_buffer_equals_a_fresh_array(parallel):
-    X = _corpus(n_docs=40)
     K = 4
-    rng = np.random.default_rng(9)
-    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
-    words, cols = lda.minibatch_words(X.indices)
-    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
-    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    X, words, cols, eb, g0 = _minibatch(40, K, 9)
     args = (X.indptr.astype(np.int64), cols, X.data, eb)
     fresh = lda.run_estep(*args, g0.copy(), 0.2, 30, 1e-4, True, parallel)
     buf = np.full(len(words) * K + 7, np.nan)  # larger than needed, as a reused one is
