@@ -133,6 +133,8 @@ def _code_lines(doc: dict[str, Any], why: str) -> list[str]:
 LDA_METHOD_TEXT = {
     "sklearn": "scikit-learn `LatentDirichletAllocation(learning_method=\"online\", "
                "n_jobs=1)`, one `partial_fit` per pass over the training set",
+    "dpsvi-1x1": "DPSVI, 1 Dask worker × 1 numba thread (the per-core reference: one "
+                 "core against scikit-learn's one)",
     "dpsvi-1x2": "DPSVI, 1 Dask worker × 2 numba threads",
     "dpsvi-2x1": "DPSVI, 2 Dask workers × 1 numba thread",
     "gensim": "gensim `LdaMulticore(workers=1)` (one E-step process + the M-step in "
