@@ -201,11 +201,10 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     workspace = lda.EStepWorkspace()  # the pass's E-step buffers, reused per minibatch
     # Minibatch i's statistics go to buffer i % 2, reused (no fresh 1 MB array's page
     # faults and copy per minibatch: 1-3% of a pass, measured on NIPS with K=20, serial
-    # and 1x2 alike). Safe: when minibatch i is
-    # computed, the push of i - 2 has had its reply (one push in flight, lag <= 1),
-    # and the server keeps no reference to a push it has replied to (ParameterServer's
-    # contract). Warm-up parts wait on the server for the other workers' parts, so
-    # they get fresh arrays.
+    # and 1x2 alike). Safe: when minibatch i is computed, the push of i - 2 has had its
+    # reply (one push in flight, lag <= 1), and the server keeps no reference to a push
+    # it has replied to (ParameterServer's contract). Warm-up parts wait on the server
+    # for the other workers' parts, so they get fresh arrays.
     ring = [np.empty(0), np.empty(0)]
 
     def estep(rows: tuple[int, int], lam_rows: np.ndarray, rowsums: np.ndarray,
