@@ -205,19 +205,15 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     # reply (one push in flight, lag <= 1), and the server keeps no reference to a push
     # it has replied to (ParameterServer's contract). Warm-up parts wait on the server
     # for the other workers' parts, so they get fresh arrays.
-    ring = [np.empty(0), np.empty(0)]
+    ring = lda.EStepWorkspace()
 
     def estep(rows: tuple[int, int], lam_rows: np.ndarray, rowsums: np.ndarray,
               cols: np.ndarray, indptr: np.ndarray, slot: int | None) -> np.ndarray:
         nonlocal compute
         tc = time.perf_counter()
         a, b = rows
-        out = None
-        if slot is not None:
-            n = lam_rows.shape[0] * cfg.n_components
-            if ring[slot].shape[0] < n:
-                ring[slot] = np.empty(n)
-            out = ring[slot]
+        out = (None if slot is None
+               else ring.get(f"sstats{slot}", (lam_rows.shape[0] * cfg.n_components,)))
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
         gamma = lda.init_gamma(rng, b - a, cfg.n_components)
         sstats = lda.run_estep(indptr, cols, X.data[X.indptr[a]:X.indptr[b]], exp_beta,
