@@ -442,3 +442,90 @@ normalize_obs = numba.njit(
     ],
     **_JIT,
 )(_normalize_obs)
+
+
+def _record_step(
+    t, obs, rew, term, trunc, next_step_mode, rewards, terminated, truncated, valid,
+    prev_done, ep_ret, ep_len, done,
+):
+    """Book one vector step of a rollout: checks, rollout rows, episode counters.
+
+    Parameters
+    ----------
+    t : int
+        Row of the rollout arrays to write.
+    obs : ndarray of float64, shape (n_envs, obs_dim)
+        The step's (flattened) observations; only checked.
+    rew : ndarray of float64, shape (n_envs,)
+    term, trunc : ndarray of bool, shape (n_envs,)
+        Terminated / truncated flags from the environment.
+    next_step_mode : bool
+        gymnasium's ``NEXT_STEP`` autoreset: the step after a done is the reset
+        transition, not part of any episode (``valid`` false there).
+    rewards : ndarray of float64, shape (n_steps, n_envs)
+        Row ``t`` written with ``rew``.
+    terminated, truncated : ndarray of bool, shape (n_steps, n_envs)
+        Row ``t`` written with ``term`` / ``trunc``.
+    valid : ndarray of bool, shape (n_steps, n_envs)
+        Row ``t`` written (``NEXT_STEP`` only; otherwise left as it is, all true).
+    prev_done : ndarray of bool, shape (n_envs,)
+        ``term | trunc`` of the previous step (``NEXT_STEP`` only; updated).
+    ep_ret : ndarray of float64, shape (n_envs,)
+        Running episode returns, incremented by the valid rewards.
+    ep_len : ndarray of int64, shape (n_envs,)
+        Running episode lengths, incremented where valid.
+    done : ndarray of bool, shape (n_envs,)
+        Written: an episode ended at this step (and the step is valid).
+
+    Returns
+    -------
+    int
+        Number of episodes that ended; ``-1`` if a reward is not finite, ``-2`` if an
+        observation is not finite (nothing else is then guaranteed written).
+
+    Notes
+    -----
+    Equivalent to, in NumPy::
+
+        if not np.isfinite(rew).all(): return -1
+        if not np.isfinite(obs).all(): return -2
+        rewards[t], terminated[t], truncated[t] = rew, term, trunc
+        done[:] = term | trunc
+        if next_step_mode:
+            valid[t] = ~prev_done; done &= valid[t]; prev_done[:] = term | trunc
+        ep_ret += np.where(valid[t], rew, 0.0); ep_len += valid[t]
+        return done.sum()
+    """
+    n, d = obs.shape
+    for e in range(n):
+        if not math.isfinite(rew[e]):
+            return -1
+    for e in range(n):
+        for j in range(d):
+            if not math.isfinite(obs[e, j]):
+                return -2
+    n_done = 0
+    for e in range(n):
+        rewards[t, e] = rew[e]
+        terminated[t, e] = term[e]
+        truncated[t, e] = trunc[e]
+        ended = term[e] or trunc[e]
+        if next_step_mode:
+            valid[t, e] = not prev_done[e]
+            prev_done[e] = ended
+        ok = valid[t, e]
+        done[e] = ended and ok
+        if ok:
+            ep_ret[e] += rew[e]
+            ep_len[e] += 1
+        if done[e]:
+            n_done += 1
+    return n_done
+
+
+_B1 = "boolean[::1]"
+record_step = numba.njit(
+    f"int64(int64, {_F2}, {_F1}, {_B1}, {_B1}, boolean, {_F2}, {_B2}, {_B2}, {_B2}, "
+    f"{_B1}, {_F1}, int64[::1], {_B1})",
+    **_JIT,
+)(_record_step)

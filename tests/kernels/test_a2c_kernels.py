@@ -710,6 +710,76 @@ def test_normalize_obs_clips_at_10(dtype):
     assert np.abs(out).max() == 10.0
 
 
+def _record_step_numpy(t, obs, rew, term, trunc, next_step_mode, rewards, terminated,
+                       truncated, valid, prev_done, ep_ret, ep_len, done):
+    """``a2c.record_step`` in NumPy one-liners (the worker's code before the kernel)."""
+    if not np.isfinite(rew).all():
+        return -1
+    if not np.isfinite(obs).all():
+        return -2
+    rewards[t], terminated[t], truncated[t] = rew, term, trunc
+    done[:] = term | trunc
+    if next_step_mode:
+        valid[t] = ~prev_done
+        done &= valid[t]
+        prev_done[:] = term | trunc
+    ep_ret += np.where(valid[t], rew, 0.0)
+    ep_len += valid[t]
+    return int(done.sum())
+
+
+@pytest.mark.parametrize("next_step_mode", [False, True], ids=["same-step", "next-step"])
+def test_record_step_matches_numpy_over_a_rollout(next_step_mode):
+    rng = np.random.default_rng(16)
+    n_steps, n_envs, obs_dim = 5, 6, 3
+    states = []
+    for _ in range(2):
+        states.append({
+            "rewards": np.zeros((n_steps, n_envs)),
+            "terminated": np.zeros((n_steps, n_envs), np.bool_),
+            "truncated": np.zeros((n_steps, n_envs), np.bool_),
+            "valid": np.ones((n_steps, n_envs), np.bool_),
+            "prev_done": np.zeros(n_envs, np.bool_),
+            "ep_ret": np.zeros(n_envs),
+            "ep_len": np.zeros(n_envs, np.int64),
+            "done": np.zeros(n_envs, np.bool_),
+        })
+    counts = []
+    for t in range(n_steps):
+        obs = rng.standard_normal((n_envs, obs_dim))
+        rew = rng.standard_normal(n_envs)
+        term = rng.random(n_envs) < 0.3
+        trunc = rng.random(n_envs) < 0.3
+        got = [fn(t, obs, rew, term, trunc, next_step_mode, **st)
+               for fn, st in zip((a2c.record_step, _record_step_numpy), states,
+                                 strict=True)]
+        assert got[0] == got[1]
+        counts.append(got[0])
+        for key in states[0]:
+            np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
+    assert sum(counts) > 0  # episodes did end in the rollout
+    if next_step_mode:
+        assert not states[0]["valid"].all()  # some reset transitions were left out
+
+
+@pytest.mark.parametrize(("bad", "code"), [("reward", -1), ("obs", -2)])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_record_step_reports_non_finite_values(bad, code, value):
+    obs = np.zeros((3, 2))
+    rew = np.ones(3)
+    if bad == "reward":
+        rew[2] = value
+    else:
+        obs[1, 1] = value
+    flags = np.zeros(3, np.bool_)
+    rows = np.zeros((1, 3))
+    assert a2c.record_step(0, obs, rew, flags, flags, False, rows,
+                           np.zeros((1, 3), np.bool_), np.zeros((1, 3), np.bool_),
+                           np.ones((1, 3), np.bool_), flags.copy(), np.zeros(3),
+                           np.zeros(3, np.int64), flags.copy()) == code
+    assert not rows.any()  # nothing booked from a step with a bad value
+
+
 @pytest.mark.parametrize("module", [nn, a2c], ids=["nn", "a2c"])
 def test_kernel_modules_import_only_numpy_numba_math(module):
     # Static check of the module's own imports (STYLE.md rule 1); importing the
