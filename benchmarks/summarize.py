@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -492,6 +492,16 @@ def _a2c_method_order(methods: set[str]) -> list[str]:
     return known + sorted(methods - set(known))
 
 
+def _cells_in_order(cells: dict[tuple[str, str], _A2CCell], envs: list[str],
+                    methods: list[str]) -> Iterator[tuple[str, str, _A2CCell]]:
+    """``(env, method, cell)`` for every measured pair, environment by environment."""
+    for env in envs:
+        for m in methods:
+            c = cells.get((env, m))
+            if c is not None:
+                yield env, m, c
+
+
 def _solved_spread(c: _A2CCell, values: list[float], fmt: str) -> str:
     """Spread over the solved runs, flagged when some runs did not solve."""
     if not values:
@@ -643,22 +653,18 @@ def render_a2c(doc: dict[str, Any], path: Path) -> str:
     ]
     out += ["", "### Time and env steps to solve", ""]
     rows = []
-    for env in envs:
-        for m in methods:
-            c = cells.get((env, m))
-            if c is None:
-                continue
-            is_ref = m == "sb3"
-            rows.append([
-                env, f"`{m}`", str(c.envs[0]) if len(c.envs) == 1 else str(c.envs),
-                f"{c.solved}/{c.n}",
-                _solved_spread(c, c.time_solved, ".2f"),
-                "1 (reference)" if is_ref else _ratio_cell(c.speedup, ".1f", c),
-                _solved_spread(c, c.steps, ",.0f"),
-                "1 (reference)" if is_ref else _ratio_cell(c.steps_ratio, ".2f", c),
-                _solved_spread(c, c.cross, ",.0f"),
-                "1" if is_ref else _ratio_cell(c.cross_ratio, ".2f", c),
-            ])
+    for env, m, c in _cells_in_order(cells, envs, methods):
+        is_ref = m == "sb3"
+        rows.append([
+            env, f"`{m}`", str(c.envs[0]) if len(c.envs) == 1 else str(c.envs),
+            f"{c.solved}/{c.n}",
+            _solved_spread(c, c.time_solved, ".2f"),
+            "1 (reference)" if is_ref else _ratio_cell(c.speedup, ".1f", c),
+            _solved_spread(c, c.steps, ",.0f"),
+            "1 (reference)" if is_ref else _ratio_cell(c.steps_ratio, ".2f", c),
+            _solved_spread(c, c.cross, ",.0f"),
+            "1" if is_ref else _ratio_cell(c.cross_ratio, ".2f", c),
+        ])
     out.append(table(
         ["env", "method", "envs", "solved", "time to solve (s)",
          "speed-up vs SB3 (SB3 time ÷ time)", "env steps at stop",
@@ -675,17 +681,10 @@ def render_a2c(doc: dict[str, Any], path: Path) -> str:
         "### Throughput, quality, memory",
         "",
     ]
-    rows = []
-    for env in envs:
-        for m in methods:
-            c = cells.get((env, m))
-            if c is None:
-                continue
-            rows.append([
-                env, f"`{m}`", spread(c.rate, ",.0f"),
-                "1 (reference)" if m == "sb3" else spread(c.rate_ratio, ".1f"),
-                spread(c.eval_mean, ".1f"), spread(c.cpu_util, ".2f"),
-                spread(c.pss, ",.0f")])
+    rows = [[env, f"`{m}`", spread(c.rate, ",.0f"),
+             "1 (reference)" if m == "sb3" else spread(c.rate_ratio, ".1f"),
+             spread(c.eval_mean, ".1f"), spread(c.cpu_util, ".2f"), spread(c.pss, ",.0f")]
+            for env, m, c in _cells_in_order(cells, envs, methods)]
     out.append(table(["env", "method", "env steps/s", "steps/s ÷ SB3",
                       "eval return (final policy)", "CPU cores busy",
                       "peak memory (MiB)"], rows, "ll" + "r" * 5))
@@ -1206,6 +1205,93 @@ def _renderers() -> dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]]
     return {**RENDERERS, **summarize_modes.RENDERERS}
 
 
+POOLED_TITLE = "A2C: HSA2C vs stable-baselines3, every seed of the same code pooled"
+
+
+def a2c_pools(docs: list[tuple[Path, dict[str, Any]]]
+              ) -> list[tuple[list[Path], list[dict[str, Any]]]]:
+    """Groups of ``bench_a2c.py`` results that measured the same code on distinct seeds.
+
+    Two files pool when their snapshots have the same source digest; runs of an
+    (environment, method, seed) already pooled from an earlier file are not counted
+    twice (the earlier file's run is kept). Only groups of two or more files.
+    """
+    groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for p, doc in docs:
+        digest = (doc.get("snapshot") or {}).get("digest")
+        if doc["kind"] == "a2c" and digest:
+            groups.setdefault(digest, []).append((p, doc))
+    pools = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        seen: set[tuple[str, str, int]] = set()
+        runs = []
+        for _, doc in members:
+            for r in doc["runs"]:
+                key = (r["env_id"], r["method"], r["seed"])
+                if key not in seen:
+                    seen.add(key)
+                    runs.append(r)
+        pools.append(([p for p, _ in members], runs))
+    return pools
+
+
+def median_interval(values: list[float], level: float = 0.95,
+                    resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median (fixed seed: the same every run)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = np.asarray(values, dtype=np.float64)
+    meds = np.median(rng.choice(x, size=(resamples, x.size), replace=True), axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(meds, tail)), float(np.quantile(meds, 1.0 - tail))
+
+
+def render_a2c_pool(paths: list[Path], docs: dict[Path, dict[str, Any]],
+                    runs: list[dict[str, Any]]) -> str:
+    """Section pooling the seeds of several ``bench_a2c.py`` runs of the same code."""
+    first = docs[paths[0]]
+    envs = sorted({r["env_id"] for r in runs}, key=lambda e: (e != "CartPole-v1", e))
+    methods = _a2c_method_order({r["method"] for r in runs})
+    cells = _a2c_cells(runs)
+    out = [
+        "Sources: " + ", ".join(f"`benchmarks/results/{p.name}`" for p in paths)
+        + f": every run of the same code (source digest "
+        f"`{first['snapshot']['digest']}`, commit "
+        f"`{(first['snapshot'].get('commit') or '?')[:12]}`), same harness; the "
+        "files hold distinct seeds, pooled here into one median per environment and "
+        "method (each file's own section gives its ten-seed figures).",
+        "",
+    ]
+    rows = []
+    for env, m, c in _cells_in_order(cells, envs, [m for m in methods if m != "sb3"]):
+        per_file = []
+        for p in paths:
+            sub = [r for r in docs[p]["runs"] if r["env_id"] == env]
+            sc = _a2c_cells(sub).get((env, m))
+            if sc is not None and sc.speedup:
+                per_file.append(f"{med(sc.speedup):.1f}×")
+        lo, hi = median_interval(c.speedup)
+        rows.append([
+            env, f"`{m}`", str(c.n), f"{c.solved}/{c.n}",
+            _ratio_cell(c.speedup, ".1f", c), f"{lo:.1f}–{hi:.1f}",
+            f"{sum(v >= A2C_SPEED_TARGET for v in c.speedup)} of {len(c.speedup)}",
+            " / ".join(per_file),
+            _ratio_cell(c.steps_ratio, ".2f", c), spread(c.rate_ratio, ".2f")])
+    out.append(table(["env", "method", "seeds", "solved", "speed-up vs SB3",
+                      "95% interval of the median speed-up",
+                      f"seeds ≥ {A2C_SPEED_TARGET:g}×", "median per file",
+                      "env steps ÷ SB3", "steps/s ÷ SB3"], rows, "ll" + "r" * 8))
+    out += ["", "Cells: median [min–max] of the per-seed ratios (as in each file's "
+            "section). *95% interval*: percentile bootstrap of the median over the "
+            "seeds (10,000 resamples, fixed seed), i.e. how far the median could move "
+            "on another draw of as many seeds.", "", "### Against the target", "",
+            *_a2c_verdict(cells, envs, methods), ""]
+    return "\n".join(out)
+
+
 def main(results_dir: Path, output: Path) -> Path:
     renderers = _renderers()
     notes = {}
@@ -1227,24 +1313,36 @@ def main(results_dir: Path, output: Path) -> Path:
         "everything else is overwritten on the next run.",
         "",
     ]
-    parts += [f"- [{renderers.get(d['kind'], (d['kind'],))[0]}](#{_anchor(p)})"
-              for p, d in docs]
-    parts.append("")
+    # (title, anchor, notes name, rendered body); each pooled A2C section follows the
+    # last file of its kind.
+    sections: list[tuple[str, str, str, str]] = []
     for p, doc in docs:
         title, render = renderers.get(doc["kind"], (doc["kind"], render_generic))
-        name = p.stem
-        body = notes.get(name, "_No notes yet._\n")
+        sections.append((title, _anchor(p), p.stem,
+                         f"Source: `benchmarks/results/{p.name}`.\n\n" + render(doc, p)))
+    pools = a2c_pools(docs)
+    if pools:
+        by_path = dict(docs)
+        at = max(i for i, (_, d) in enumerate(docs) if d["kind"] == "a2c") + 1
+        sections[at:at] = [
+            (POOLED_TITLE, name.replace("_", "-"), name,
+             render_a2c_pool(paths, by_path, runs))
+            for name, (paths, runs) in zip(
+                [f"a2c_vs_sb3_pooled_{i}" if i else "a2c_vs_sb3_pooled"
+                 for i in range(len(pools))], pools, strict=True)]
+    parts += [f"- [{title}](#{anchor})" for title, anchor, _, _ in sections]
+    parts.append("")
+    for title, anchor, name, body in sections:
         parts += [
             f"## {title}",
-            f"<a id=\"{_anchor(p)}\"></a>",
+            f"<a id=\"{anchor}\"></a>",
             "",
-            f"Source: `benchmarks/results/{p.name}`.",
-            "",
-            render(doc, p),
+            body,
             "",
             "### Notes: what it shows",
             "",
-            f"<!-- notes:{name} -->\n{body}<!-- /notes:{name} -->",
+            f"<!-- notes:{name} -->\n{notes.get(name, '_No notes yet._' + chr(10))}"
+            f"<!-- /notes:{name} -->",
             "",
         ]
     output.write_text("\n".join(parts).rstrip() + "\n")
