@@ -58,6 +58,58 @@ def test_box_sync_vector_env_steps_exactly_as_gymnasiums(env_id):
     ref.close()
 
 
+class _InfoEnv(gym.Env):
+    """2-D uint8 observations, infos whose keys vary by step, random episode ends."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, (2, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(4)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return self.np_random.integers(0, 256, (2, 3), dtype=np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {"reset_at": 1}
+
+    def step(self, action):
+        self.t += 1
+        info = {"t": self.t, "vec": np.full(2, float(action))}
+        if action == 3:
+            info["rare"] = "three"
+        end = self.np_random.random()
+        return (self._obs(), float(action) - 1.5, bool(end < 0.05), bool(end > 0.95),
+                info)
+
+
+def test_box_sync_vector_env_merges_infos_as_gymnasium_does():
+    ours = BoxSyncVectorEnv([_InfoEnv] * 4)
+    ref = gym.vector.SyncVectorEnv([_InfoEnv] * 4,
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    for env in (ours, ref):
+        env.reset(seed=3)
+    keys = set()
+    for action in _actions(ref.action_space, 300, seed=4):
+        out, out_ref = ours.step(action), ref.step(action)
+        for got, want in zip(out[:4], out_ref[:4], strict=True):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+        info, info_ref = out[4], out_ref[4]
+        assert sorted(info) == sorted(info_ref)
+        keys |= set(info)
+        for key, want in info_ref.items():
+            if key == "final_obs":  # an object array: None where no episode ended
+                for e in np.flatnonzero(info_ref["_final_obs"]):
+                    np.testing.assert_equal(info[key][e], want[e])
+            else:
+                np.testing.assert_equal(info[key], want)
+    # Every kind of entry occurred: per-step keys, a sometimes-present key, the
+    # reset's info of an autoreset copy and the final observations.
+    assert {"t", "vec", "rare", "reset_at", "final_obs", "final_info"} <= keys
+
+
 def test_make_vector_env_choices():
     acrobot = make_vector_env(make_spec("Acrobot-v1", None), 2)
     assert isinstance(acrobot, BoxSyncVectorEnv)
