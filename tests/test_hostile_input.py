@@ -488,7 +488,26 @@ def test_non_finite_reward_fails_the_fit(client, at, value, n_envs, n_workers):
 
 def test_observation_of_another_shape_than_its_space_fails_the_fit(client):
     env = functools.partial(_FaultyEnv, "none", 0, 0.0, 0, "none", (3,), (4,))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"_FaultyEnv.*\(copy 0\) returned an "
+                       r"observation of shape \(4,\) at reset; its observation space "
+                       r"has shape \(3,\)"):
+        HSA2CAgent(env, total_timesteps=200, n_envs=2, random_state=0).fit()
+    _healthy(client)
+
+
+class _GrowingObsEnv(_FaultyEnv):
+    """Right shape at reset, a longer observation from step ``at`` on."""
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return (np.zeros(4) if self.t >= self.at else obs), *rest
+
+
+def test_observation_that_changes_shape_during_a_step_fails_the_fit(client):
+    env = functools.partial(_GrowingObsEnv, "none", 7, 0.0)
+    with pytest.raises(ValueError, match=r"_GrowingObsEnv.*\(copy \d\) returned an "
+                       r"observation of shape \(4,\); its observation space has "
+                       r"shape \(3,\)"):
         HSA2CAgent(env, total_timesteps=200, n_envs=2, random_state=0).fit()
     _healthy(client)
 

@@ -133,11 +133,27 @@ class BoxSyncVectorEnv(gym.vector.SyncVectorEnv):
     parent's ``step``.
     """
 
-    def __init__(self, env_fns: Any) -> None:
+    def __init__(self, env_fns: Any, name: str = "environment") -> None:
         super().__init__(env_fns, copy=True,
                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        space = self.single_observation_space
-        self._box = isinstance(space, gym.spaces.Box)
+        self._box = isinstance(self.single_observation_space, gym.spaces.Box)
+        self._name = name
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[Any, dict[str, Any]]:
+        """The parent's ``reset``, with an error naming a wrongly shaped observation."""
+        try:
+            return super().reset(seed=seed, options=options)
+        except ValueError as exc:
+            # gymnasium only says "Output array is the wrong shape"; its per-copy
+            # observations (a private list, read if present) say which shape it was.
+            want = self.single_observation_space.shape
+            shapes = [np.shape(o) for o in getattr(self, "_env_obs", ())]
+            bad = [(i, sh) for i, sh in enumerate(shapes) if sh != want]
+            if not self._box or not bad:
+                raise
+            raise ValueError(f"{self._name} (copy {bad[0][0]}) returned an observation "
+                             f"of shape {bad[0][1]} at reset; its observation space "
+                             f"has shape {want}") from exc
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
@@ -163,7 +179,7 @@ class BoxSyncVectorEnv(gym.vector.SyncVectorEnv):
             try:
                 obs[i] = o
             except ValueError as exc:
-                raise ValueError(f"environment copy {i} returned an observation of "
+                raise ValueError(f"{self._name} (copy {i}) returned an observation of "
                                  f"shape {np.shape(o)}; its observation space has "
                                  f"shape {space.shape}") from exc
         return obs, rewards, terminated, truncated, infos
@@ -183,5 +199,6 @@ def make_vector_env(spec: EnvSpec, n_envs: int) -> gym.vector.VectorEnv:
             return gym.make_vec(spec.env_id, num_envs=n_envs,
                                 vectorization_mode="vector_entry_point",
                                 **spec.env_kwargs)
-        return BoxSyncVectorEnv([functools.partial(make_env, spec)] * n_envs)
-    return BoxSyncVectorEnv([spec.factory] * n_envs)
+        return BoxSyncVectorEnv([functools.partial(make_env, spec)] * n_envs,
+                                f"environment {spec.name}")
+    return BoxSyncVectorEnv([spec.factory] * n_envs, f"environment {spec.name}")
