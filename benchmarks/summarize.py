@@ -1186,9 +1186,54 @@ def render_generic(doc: dict[str, Any], path: Path) -> str:
         "Config: `" + json.dumps(doc.get("config", {})) + "`"])
 
 
+def render_a2c_loop(doc: dict[str, Any], path: Path) -> str:
+    """Section for ``bench_a2c_loop.py``: a serial worker's time per environment step."""
+    cfg, runs = doc["config"], doc["runs"]
+    envs = list(dict.fromkeys(r["env_id"] for r in runs))
+
+    def cell(env: str, key: str) -> float | None:
+        vals = [r[key] for r in runs if r["env_id"] == env and key in r]
+        return med(vals) if vals else None
+
+    def us(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    rows = []
+    for env in envs:
+        total, in_env = cell(env, "worker_total"), cell(env, "worker_env")
+        rows.append([
+            env, *(us(cell(env, k)) for k in (
+                "bare_env", "wrapped_env", "sync_vector_env", "box_sync_vector_env",
+                "vector_entry_point", "worker_total", "worker_env", "worker_kernels",
+                "worker_rest")),
+            f"{(total - in_env) / total:.0%}", f"{total / in_env:.2f}×"])
+    return "\n".join([
+        f"Microseconds per environment step (one copy stepped once), median of "
+        f"{cfg['repeats']} interleaved repeats. Environment loops: {cfg['env_steps']:,} "
+        f"steps with fixed random actions, {cfg['n_envs']} copies per vector. Worker "
+        f"loop: HSA2C's `_train_worker` (stable-baselines3's A2C defaults, one numba "
+        f"thread, {cfg['n_envs']} environments) for {cfg['worker_steps']:,} steps in one "
+        "process, the parameter server called in memory on a background event loop as "
+        "inside a Dask worker; *in env.step* is the vector environment HSA2C uses "
+        "(`BoxSyncVectorEnv`, or gymnasium's numpy-vectorised implementation where one "
+        "is registered) under the learning policy, resets included; *in kernels* the "
+        "numba calls (policy, values, returns, gradient, clipping, optimiser); *rest* "
+        "the loop's Python.", "",
+        *_reproduce(doc), *_code_lines(doc, ""), "",
+        table(["env", "bare env", "`gym.make` env", "`SyncVectorEnv`",
+               "`BoxSyncVectorEnv`", "vector entry point", "worker: total",
+               "in env.step", "in kernels", "rest", "HSA2C's own share",
+               "ceiling if HSA2C's own work were free"], rows, "l" + "r" * 11), "",
+        "*HSA2C's own share* = (total − in env.step) ÷ total. *Ceiling* = total ÷ in "
+        "env.step: the most a serial worker's throughput could grow if everything but "
+        "the environment took no time."])
+
+
 RENDERERS: dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]] = {
     "lda": ("LDA: DPSVI vs scikit-learn and gensim on NIPS", render_lda),
     "a2c": ("A2C: HSA2C vs stable-baselines3 on CartPole and Acrobot", render_a2c),
+    "a2c_loop": ("A2C: where a serial worker's time per environment step goes",
+                 render_a2c_loop),
     "a2c_modes": ("A2C: HSA2C's modes against serial, return vs wall-clock and speed-up",
                   render_a2c_modes),
     "faults": ("Fault and load tests", render_faults),
