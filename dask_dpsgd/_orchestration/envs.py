@@ -127,10 +127,10 @@ class BoxSyncVectorEnv(gym.vector.SyncVectorEnv):
     space each copy's observation is written straight into its row of the batch, and
     an info is merged only when it has entries. Same outputs as the parent, in fresh
     arrays every step (tested against it); the parent's ``reset``, ``close`` and
-    attribute access are unchanged. On Acrobot-v1 (8 copies) it takes ~2.4 of the
-    parent's ~28 us per environment step: the environment loop's own share on a
-    Python environment whose step is ~25 us. Other observation spaces use the
-    parent's ``step``.
+    attribute access are unchanged. On Acrobot-v1 (8 copies) it takes ~2.7 of the
+    parent's ~28 us per environment step, most of the loop's own share on a Python
+    environment whose step is ~25 us (``benchmarks/bench_a2c_loop.py``). Other
+    observation spaces use the parent's ``step``.
     """
 
     def __init__(self, env_fns: Any, name: str = "environment") -> None:
