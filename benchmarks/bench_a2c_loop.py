@@ -120,21 +120,15 @@ def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     from dask_dpsgd._orchestration.pusher import LocalServer
     from dask_dpsgd._server.actor import ParameterServer
 
-    p = HSA2CAgent().get_params()  # SB3's A2C defaults
+    # The estimator's own mapping of its (SB3's A2C) defaults to the workers' config.
+    agent = HSA2CAgent(n_envs=cfg.n_envs, total_timesteps=cfg.worker_steps)
     spec = make_spec(env_id, None)
     info = inspect_env(spec)
-    layout = nn.make_layout(info.obs_dim, info.n_act_outputs, tuple(p["net_arch"]),
-                            info.continuous, activation=p["activation"])
+    layout = nn.make_layout(info.obs_dim, info.n_act_outputs, tuple(agent.net_arch),
+                            info.continuous, activation=agent.activation)
     theta0 = nn.init_params(layout, np.random.default_rng(cfg.random_state),
-                            log_std_init=p["log_std_init"])
-    run_cfg = hsa2c.HSA2CConfig(
-        layout=layout, n_envs=cfg.n_envs, n_steps=p["n_steps"], gamma=p["gamma"],
-        gae_lambda=p["gae_lambda"], ent_coef=p["ent_coef"], vf_coef=p["vf_coef"],
-        max_grad_norm=p["max_grad_norm"], optimizer="rmsprop",
-        learning_rate=p["learning_rate"], rms_prop_eps=p["rms_prop_eps"],
-        normalize_advantage=False, normalize_observations=False,
-        clip_obs=p["clip_obs"], total_timesteps=cfg.worker_steps, target_return=None,
-        push_every=p["push_every"], lag=1)
+                            log_std_init=agent.log_std_init)
+    run_cfg = agent._run_config(layout)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -151,7 +145,7 @@ def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
         env.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
-    steps = res["updates"] * p["n_steps"] * cfg.n_envs
+    steps = res["updates"] * run_cfg.n_steps * cfg.n_envs
     per = 1e6 / steps
     return {"worker_total": wall * per, "worker_env": res["env_s"] * per,
             "worker_kernels": res["compute_s"] * per,

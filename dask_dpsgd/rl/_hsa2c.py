@@ -308,6 +308,22 @@ default="auto"
                              f"{self.net_arch!r}")
         return arch
 
+    def _run_config(self, layout: tuple[int, ...]) -> HSA2CConfig:
+        """The workers' hyper-parameters (plain values) for the network ``layout``."""
+        return HSA2CConfig(
+            layout=layout, n_envs=self.n_envs, n_steps=self.n_steps,
+            gamma=float(self.gamma), gae_lambda=float(self.gae_lambda),
+            ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
+            max_grad_norm=float(self.max_grad_norm),
+            optimizer="rmsprop" if self.use_rms_prop else "adam",
+            learning_rate=float(self.learning_rate),
+            rms_prop_eps=float(self.rms_prop_eps),
+            normalize_advantage=bool(self.normalize_advantage),
+            normalize_observations=bool(self.normalize_observations),
+            clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
+            target_return=None if self.target_return is None else float(self.target_return),
+            push_every=self.push_every, lag=1 if self.prefetch else 0)
+
     def fit(self, X=None, y=None):
         """Train the agent in its environment.
 
@@ -332,19 +348,7 @@ default="auto"
         rs = check_random_state(self.random_state)
         theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
                                 log_std_init=float(self.log_std_init))
-        cfg = HSA2CConfig(
-            layout=layout, n_envs=self.n_envs, n_steps=self.n_steps,
-            gamma=float(self.gamma), gae_lambda=float(self.gae_lambda),
-            ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
-            max_grad_norm=float(self.max_grad_norm),
-            optimizer="rmsprop" if self.use_rms_prop else "adam",
-            learning_rate=float(self.learning_rate),
-            rms_prop_eps=float(self.rms_prop_eps),
-            normalize_advantage=bool(self.normalize_advantage),
-            normalize_observations=bool(self.normalize_observations),
-            clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
-            target_return=None if self.target_return is None else float(self.target_return),
-            push_every=self.push_every, lag=1 if self.prefetch else 0)
+        cfg = self._run_config(layout)
         entropy = int(rs.randint(np.iinfo(np.int32).max))
         resume, on_checkpoint, every = None, None, None
         if self.checkpoint_path is not None:
