@@ -119,8 +119,14 @@ class _Rollout:
         self.returns = np.empty((n_steps, n_envs))
 
 
+def _obs_rows(obs: Any, n: int, obs_dim: int) -> np.ndarray:
+    """Observations as a C-contiguous float64 ``(n, obs_dim)`` array (flattened rows)."""
+    return np.ascontiguousarray(np.asarray(obs, dtype=np.float64).reshape(n, obs_dim))
+
+
 def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
-    out = np.ascontiguousarray(np.asarray(obs, dtype=np.float64).reshape(n, obs_dim))
+    """:func:`_obs_rows`, checked finite (the error names the environment)."""
+    out = _obs_rows(obs, n, obs_dim)
     if not np.isfinite(out).all():
         raise ValueError(f"environment {env_name} returned a non-finite observation: "
                          f"{out[~np.isfinite(out).all(axis=1)][0]}")
@@ -238,7 +244,7 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
             raw_next, rew, term, trunc, info = env.step(act)
             t_env += time.perf_counter() - te
             rew = np.ascontiguousarray(rew, dtype=np.float64)
-            raw = np.ascontiguousarray(raw_next, dtype=np.float64).reshape(n_envs, obs_dim)
+            raw = _obs_rows(raw_next, n_envs, obs_dim)  # checked in record_step
             term = np.ascontiguousarray(term, dtype=np.bool_)
             trunc = np.ascontiguousarray(trunc, dtype=np.bool_)
             # Checks, rollout rows and episode counters in one kernel call: as a dozen
