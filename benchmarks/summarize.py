@@ -1310,14 +1310,11 @@ def render_a2c_pool(paths: list[Path], docs: dict[Path, dict[str, Any]],
         "method (each file's own section gives its ten-seed figures).",
         "",
     ]
+    file_cells = [_a2c_cells(docs[p]["runs"]) for p in paths]
     rows = []
     for env, m, c in _cells_in_order(cells, envs, [m for m in methods if m != "sb3"]):
-        per_file = []
-        for p in paths:
-            sub = [r for r in docs[p]["runs"] if r["env_id"] == env]
-            sc = _a2c_cells(sub).get((env, m))
-            if sc is not None and sc.speedup:
-                per_file.append(f"{med(sc.speedup):.1f}×")
+        per_file = [f"{med(fc[(env, m)].speedup):.1f}×" for fc in file_cells
+                    if (env, m) in fc and fc[(env, m)].speedup]
         lo, hi = median_interval(c.speedup)
         rows.append([
             env, f"`{m}`", str(c.n), f"{c.solved}/{c.n}",
