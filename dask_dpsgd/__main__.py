@@ -597,8 +597,12 @@ def _check_args(parser: argparse.ArgumentParser, args: Any) -> None:
                          "not to the bundled NIPS corpus")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m dask_dpsgd`` and the ``dask-dpsgd`` script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser, its subcommands ``lda`` and ``a2c`` included.
+
+    The documentation's CLI reference renders its ``--help`` texts at build time
+    (``docs/_ext/cli_help.py``), so they are never copied by hand.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m dask_dpsgd",
         description="DPSGD on Dask: lock-free numba cores x asynchronous workers.")
@@ -609,9 +613,24 @@ def main(argv: list[str] | None = None) -> int:
     p_a2c = sub.add_parser("a2c", help="HSA2C actor-critic on a gymnasium environment",
                            description=run_a2c.__doc__)
     _add_dataclass_args(p_a2c, A2CArgs)
+    return parser
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser
+                        ) -> dict[str, argparse.ArgumentParser]:
+    """``{name: parser}`` of the subcommands of a :func:`build_parser` parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m dask_dpsgd`` and the ``dask-dpsgd`` script."""
+    parser = build_parser()
     ns = parser.parse_args(argv)
-    cls, run, sub_parser = ((LDAArgs, run_lda, p_lda) if ns.command == "lda"
-                            else (A2CArgs, run_a2c, p_a2c))
+    sub_parser = _subcommand_parsers(parser)[ns.command]
+    cls, run = (LDAArgs, run_lda) if ns.command == "lda" else (A2CArgs, run_a2c)
     fields = {f.name for f in dataclasses.fields(cls)}
     args = cls(**{k: v for k, v in vars(ns).items() if k in fields})
     _check_args(sub_parser, args)
