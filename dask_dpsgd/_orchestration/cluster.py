@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import distributed
+import joblib
 
 from dask_dpsgd._orchestration.live import metrics_page_url
 from dask_dpsgd._utils._validation import PARALLELISM
@@ -63,11 +64,11 @@ class ClusterHandle:
 
 
 def machine_cores() -> int:
-    """Cores this process may run on (affinity-aware, as SLURM and cgroups set it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """Cores this process may use: its CPU affinity (as SLURM sets it) and, inside a
+    container, the cgroup CPU quota (``docker --cpus``, Kubernetes limits), which the
+    affinity mask does not show; ``joblib.cpu_count`` reads both (and honours
+    ``LOKY_MAX_CPU_COUNT``)."""
+    return max(1, joblib.cpu_count(only_physical_cores=False))
 
 
 def _inside_worker() -> bool:
@@ -97,14 +98,10 @@ def _worker_probe(dask_worker: distributed.Worker) -> dict[str, object]:
 
     sync_numba_config()
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
     return {
         "host": dask_worker.ip,
         "pid": os.getpid(),
-        "cores": cores,
+        "cores": machine_cores(),
         "numba_max_threads": int(numba.config.NUMBA_NUM_THREADS),
         "numba_env": os.environ.get("NUMBA_NUM_THREADS"),
     }

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import joblib
 import numpy as np
 import pytest
 
@@ -10,6 +15,7 @@ from dask_dpsgd._orchestration.cluster import (
     _budget,
     default_layout,
     effective_mode,
+    machine_cores,
     mode_layout,
     resolve_cluster,
 )
@@ -275,3 +281,16 @@ def test_fits_show_up_as_named_spans_and_task_prefixes(client):
         lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert any(p.startswith("dpsvi-pass") for p in prefixes)
     assert any(p.startswith("hsa2c-worker") for p in prefixes)
+
+
+def test_machine_cores_honours_the_cpu_limits_joblib_reads():
+    """The embedded cluster is sized by ``joblib.cpu_count``: CPU affinity, a container's
+    cgroup quota and ``LOKY_MAX_CPU_COUNT`` all cap it (checked in fresh interpreters,
+    where the variable is read)."""
+    code = ("from dask_dpsgd._orchestration.cluster import machine_cores, "
+            "default_layout; c = machine_cores(); print(c, *default_layout(None, None, c))")
+    env = {**os.environ, "LOKY_MAX_CPU_COUNT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1"]
+    assert machine_cores() == joblib.cpu_count(only_physical_cores=False) >= 1
