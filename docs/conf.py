@@ -14,6 +14,11 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # Document the source tree next to this file, not whatever dask_dpsgd is installed.
 sys.path.insert(0, str(ROOT))
+# Local extensions (_ext/) and the intersphinx inventories' compiler (_intersphinx/).
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(DOCS / "_intersphinx"))
+
+import make_inventories  # noqa: E402
 
 import dask_dpsgd  # noqa: E402
 
@@ -26,12 +31,28 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
     "numpydoc",
     "myst_parser",
+    # docs/_ext/cli_help.py: the ``cli-help`` directive (--help of the command line,
+    # rendered from its parser at build time)
+    "cli_help",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext", "_intersphinx"]
+
+# ---- Links to scikit-learn, Dask, distributed, gymnasium, NumPy, SciPy and Python
+# The build has no network (nor has CI), so intersphinx reads small local inventories
+# (docs/_intersphinx/<name>.inv, compiled from the readable <name>.txt beside them by
+# make_inventories.py) that list the objects these pages reference, with each
+# project's real URLs. A stale inventory fails the build instead of linking wrong.
+_stale = make_inventories.stale()
+if _stale:
+    raise RuntimeError(
+        f"docs/_intersphinx: {', '.join(_stale)}.inv do not match their .txt sources; "
+        "run python docs/_intersphinx/make_inventories.py")
+intersphinx_mapping = make_inventories.intersphinx_mapping()
 templates_path = ["_templates"]
 
 # ---- API reference: autosummary writes one page per object, numpydoc renders them
@@ -41,7 +62,22 @@ autosummary_generate = True
 # by scikit-learn.
 autodoc_typehints = "none"  # the numpydoc Parameters sections carry the types
 numpydoc_show_class_members = False
-numpydoc_xref_param_type = False
+# Types in Parameters/Returns sections link to their documentation, through the
+# intersphinx inventories above; only the names listed here (and numpydoc's defaults:
+# int, str, None, ndarray, array-like, ...) become links, other words stay text.
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = "all"
+# (A name mapped to itself needs an explicit role: numpydoc leaves it as text otherwise.)
+numpydoc_xref_aliases = {
+    "DPSVILatentDirichletAllocation": "dask_dpsgd.DPSVILatentDirichletAllocation",
+    "HSA2CAgent": "dask_dpsgd.HSA2CAgent",
+    "Path": "pathlib.Path",
+    "pathlib.Path": ":class:`pathlib.Path`",
+    "numpy.ndarray": ":class:`numpy.ndarray`",
+    "scipy.sparse.csr_matrix": ":class:`scipy.sparse.csr_matrix`",
+    "sklearn.utils.Bunch": ":class:`sklearn.utils.Bunch`",
+    "dask.array.Array": ":class:`dask.array.Array`",
+}
 
 # ---- Markdown (myst): the benchmark report is included from benchmarks/RESULTS.md
 myst_heading_anchors = 3
