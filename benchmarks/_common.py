@@ -1,4 +1,5 @@
-"""Shared helpers of the scripts in ``benchmarks/`` (STYLE.md rules 17 and 20).
+"""Shared helpers of the scripts in ``benchmarks/`` (docs/design.rst, "Benchmarks" and
+"Configuration and command lines").
 
 * :func:`parse_config` turns a frozen dataclass of defaults into an ``argparse`` CLI
   whose flags are the field names with dashes (``n_components`` -> ``--n-components``);
@@ -620,7 +621,8 @@ _SKLEARN_SHARED = ("n_components", "doc_topic_prior", "topic_word_prior",
 def sklearn_equivalent(params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of scikit-learn's ``LatentDirichletAllocation`` for ``params``.
 
-    The DPSVI estimator kept every scikit-learn parameter name (STYLE.md rule 3), so the
+    The DPSVI estimator kept every scikit-learn parameter name (docs/design.rst,
+    "Estimator API"), so the
     mapping is the identity on shared names; the distribution knobs (``n_workers``,
     ``threads_per_worker``, ``prefetch``, ``max_staleness``) are dropped and
     ``learning_method`` is forced to ``"online"``.

@@ -6,7 +6,7 @@ interleaved (seed loop outer, then the environments, then the methods in an orde
 rotated per seed). "Solved" = the mean return of the last 100 training episodes reaches
 the environment's threshold (CartPole-v1 475, Acrobot-v1 -100); every method stops
 there, or at ``--max-timesteps`` (then the run counts as unsolved). Three axes
-(STYLE.md rule 17):
+(docs/design.rst, "Benchmarks"):
 
 * speed: wall-clock time to solve and training throughput (env steps/s).
   stable-baselines3: ``learn()`` wall until its callback stops it at the threshold

@@ -3,7 +3,7 @@
 Same run, same 90/10 split (``load_nips().train_indices`` / ``test_indices``), same
 hyper-parameters (mapped by ``_common.sklearn_equivalent`` / ``gensim_equivalent``),
 equal passes, several seeds, interleaved (seed loop outer, ``K`` and methods inner, the
-method order rotated per seed). Three axes (STYLE.md rule 17):
+method order rotated per seed). Three axes (docs/design.rst, "Benchmarks"):
 
 * speed: documents per second of training, the mean of the per-pass rates (scikit-learn:
   each ``partial_fit`` over the training set timed alone; DPSVI: ``history_[i]

@@ -226,8 +226,8 @@ def _slurm_client(jobqueue: Any, args: ClusterArgs) -> Iterator[None]:
     import distributed
 
     cores = args.slurm_cores
-    # One Dask thread per job; every booked core goes to numba (README, MECHANICS
-    # D10): cores=1 for Dask, job_cpu=cores for SLURM, NUMBA_NUM_THREADS for numba.
+    # One Dask thread per job; every booked core goes to numba (docs/design.rst,
+    # "Slurm"): cores=1 for Dask, job_cpu=cores for SLURM, NUMBA_NUM_THREADS for numba.
     with jobqueue.SLURMCluster(
         cores=1, processes=1, job_cpu=cores, memory=args.slurm_memory,
         walltime=args.slurm_walltime, queue=args.slurm_queue,

@@ -21,7 +21,7 @@ set -euo pipefail
 # . "$HOME/dask-dpsgd/.venv/bin/activate"    # if not submitted from the environment
 
 cpus="${SLURM_CPUS_PER_TASK:-1}"
-# numba's thread pool gets the booked cores, no more (MECHANICS.md D5).
+# numba's thread pool gets the booked cores, no more (docs/design.rst, "Thread budget").
 export NUMBA_NUM_THREADS="$cpus"
 # One Dask thread per worker process, numba threads inside it: up to 4 cores per worker
 # (the estimators' own default), given explicitly so that the layout follows the

@@ -1,4 +1,4 @@
-"""Slow plain-numpy references for the LDA kernels (STYLE.md rule 11)."""
+"""Slow plain-numpy references for the LDA kernels (docs/design.rst, "Kernels")."""
 
 from __future__ import annotations
 

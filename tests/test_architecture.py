@@ -1,4 +1,5 @@
-"""Layer rules of STYLE.md, checked on the real import graph in fresh interpreters."""
+"""Layer rules (docs/design.rst, "Layers"), checked on the real import graph in fresh
+interpreters."""
 
 from __future__ import annotations
 

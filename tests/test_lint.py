@@ -1,4 +1,5 @@
-"""The lint gate (STYLE.md rule 18), run with the tests so CI enforces it."""
+"""The lint gate (docs/design.rst, "Lint gate"), run with the tests so CI enforces it.
+"""
 
 from __future__ import annotations
 

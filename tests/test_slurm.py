@@ -1,4 +1,4 @@
-"""Both estimators on a real Slurm through dask-jobqueue (MECHANICS.md D10).
+"""Both estimators on a real Slurm through dask-jobqueue (docs/design.rst, "Slurm").
 
 CI starts a single-node Slurm on localhost before the tests (``.ci/slurm/setup.sh``:
 Debian's slurmctld + slurmd + munge). A machine without Slurm (no ``sbatch`` on PATH)

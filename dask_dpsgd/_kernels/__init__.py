@@ -2,9 +2,9 @@
 
 Importing this package pins numba's threading layer to a thread-safe one before any
 ``parallel=True`` kernel is compiled: numba's ``workqueue`` layer aborts the whole
-process when two threads call a parallel kernel at once (measured, MECHANICS.md D4),
-which inside a Dask worker shows up as ``KilledWorker``. ``threadsafe`` makes numba
-pick OpenMP or TBB and raise instead of silently falling back to ``workqueue``.
+process when two threads call a parallel kernel at once (docs/design.rst, "Threading
+layer"), which inside a Dask worker shows up as ``KilledWorker``. ``threadsafe`` makes
+numba pick OpenMP or TBB and raise instead of silently falling back to ``workqueue``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ def sync_numba_config() -> None:
 
     A Dask nanny applies its ``env=`` (``NUMBA_NUM_THREADS`` sized for the worker) after
     the worker process has imported numba when a spawned worker re-imports the user's
-    script (MECHANICS.md D5), so numba's config still holds the machine's core count.
-    The thread pool would then start at that size, and the next compilation (a cold
-    cache: a fresh install) re-reads the environment, sees ``NUMBA_NUM_THREADS`` changed
-    after the pool started, and raises. Called first thing on every worker of a fit.
+    script (docs/design.rst, "Thread budget"), so numba's config still holds the
+    machine's core count. The thread pool would then start at that size, and the next
+    compilation (a cold cache: a fresh install) re-reads the environment, sees
+    ``NUMBA_NUM_THREADS`` changed after the pool started, and raises. Called first thing
+    on every worker of a fit.
     """
     from numba.np.ufunc import parallel
 

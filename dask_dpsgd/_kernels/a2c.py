@@ -1,6 +1,6 @@
 """A2C kernels for HSA2C: returns, advantages, clipping, optimisers, obs normaliser.
 
-Paper symbols (PAPER.md, HSA2C): a rollout of ``n_steps`` in each of ``n_envs``
+Paper symbols (docs/design.rst, "HSA2C"): a rollout of ``n_steps`` in each of ``n_envs``
 environments gives arrays of shape ``(n_steps, n_envs)``; ``R_t`` returns,
 ``A_t = R_t - V(s_t)`` advantages, discount ``gamma``, GAE parameter ``gae_lambda``
 (``gae_lambda = 1`` is the n-step return of A2C/A3C, SB3's A2C default). The optimiser
@@ -9,9 +9,10 @@ with caller-held state arrays, and also write the step they applied (``out_delta
 a worker can push parameter deltas to the parameter server.
 
 Kernels are plain Python functions compiled once at import with explicit signatures into
-``cache=True, nogil=True, error_model="numpy"`` dispatchers (STYLE.md rule 9); the
-undecorated ``_name`` functions stay importable for tests. None of them loops in
-parallel: their work is O(n_params) or O(n_steps * n_envs), far below the gradient's.
+``cache=True, nogil=True, error_model="numpy"`` dispatchers (docs/design.rst,
+"Kernels"); the undecorated ``_name`` functions stay importable for tests. None of them
+loops in parallel: their work is O(n_params) or O(n_steps * n_envs), far below the
+gradient's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """LDA kernels for stochastic variational inference (the DPSVI E-step and bound).
 
-Notation follows Hoffman et al. (2013) and PAPER.md: ``K`` topics, ``lambda`` (topic-word
+Notation follows Hoffman et al. (2013) and docs/design.rst ("DPSVI"): ``K`` topics,
+``lambda`` (topic-word
 variational Dirichlet), ``gamma`` (document-topic variational Dirichlet), ``alpha``
 (``doc_topic_prior``), ``eta`` (``topic_word_prior``). Every topic-word array here is stored
 **word-major** (``(n_words, K)``), the transpose of scikit-learn's ``components_``: a
@@ -9,7 +10,8 @@ contiguous row, so the parameter server's sparse pull is a row gather and the in
 over topics vectorise.
 
 Kernels are written as plain Python functions and compiled once at import into a serial
-and a ``parallel=True`` dispatcher (STYLE.md rule 9); the plain functions stay importable
+and a ``parallel=True`` dispatcher (docs/design.rst, "Kernels"); the plain functions
+stay importable
 for tests.
 """
 
@@ -226,7 +228,7 @@ def _sstats_by_word(wptr, wdoc, wcnt, exp_beta, exp_theta, sstats):
     Row ``w`` is ``sum_d n_dw exp_theta_d * exp_beta_w / (exp_theta_d . exp_beta_w)``:
     scikit-learn's ``suff_stats`` after its final ``*= exp_dirichlet_component_``.
     Race-free and without per-thread copies: iteration ``w`` writes only row ``w``
-    (MECHANICS.md D6 measured lost mass under Hogwild ``+=``; STYLE.md rule 10), and it
+    (lost mass measured under Hogwild ``+=``: docs/design.rst, "Race-free sums"), and it
     adds the documents in order, so the result does not depend on the number of
     threads. The lock-free (Hogwild) level of DPSGD is in how threads and workers read
     ``lambda`` while others update it, not in these sums.

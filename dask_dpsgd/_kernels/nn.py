@@ -4,10 +4,10 @@ The model is the one stable-baselines3 (SB3) builds for ``A2C("MlpPolicy", env)`
 separate MLPs on the flattened observation ``s``, a policy net ``pi(a|s; v)`` ending in
 ``action_net`` (logits of a Categorical, or the mean of a diagonal Gaussian whose
 state-independent ``log_std`` is a free parameter) and a value net ``V(s; v)`` ending in
-``value_net``. Paper symbols (PAPER.md, HSA2C): ``v`` is the parameter vector, stored
-here as **one flat float64 array** ``theta`` so the parameter server holds, copies and
-adds deltas to a single array; ``A_t`` advantages, ``R_t`` returns, ``vf_coef``,
-``ent_coef``.
+``value_net``. Paper symbols (docs/design.rst, "HSA2C"): ``v`` is the parameter vector,
+stored here as **one flat float64 array** ``theta`` so the parameter server holds,
+copies and adds deltas to a single array; ``A_t`` advantages, ``R_t`` returns,
+``vf_coef``, ``ent_coef``.
 
 ``theta`` is described by a *layout*: a flat tuple of Python ints (picklable, hashable,
 usable as a field of a frozen config) made by :func:`make_layout`. Kernels take it as an
@@ -39,8 +39,8 @@ A dense layer computes ``z = W @ x + b`` with ``W = theta[w_off:w_off + n_out * 
 
 Kernels are plain Python functions compiled once at import, with explicit signatures
 (C-contiguous float64 arrays, int64 layout), into ``cache=True, nogil=True`` dispatchers
-(STYLE.md rule 9); the undecorated ``_name`` functions stay importable for tests.
-Actions follow SB3's ``RolloutBuffer`` convention: a float64 array of shape
+(docs/design.rst, "Kernels"); the undecorated ``_name`` functions stay importable for
+tests. Actions follow SB3's ``RolloutBuffer`` convention: a float64 array of shape
 ``(n, action_dim)``, the action index stored as a float in column 0 when discrete.
 """
 
@@ -1046,7 +1046,8 @@ def _policy_act(theta, layout, obs, deterministic, noise, out_actions):
     noise : ndarray of float64, shape (n, action_dim)
         Uniforms on [0, 1) in column 0 (Discrete) or standard normals (Box), e.g.
         ``rng.random((n, 1))`` / ``rng.standard_normal((n, d))``; ignored when
-        ``deterministic``. Supplying it keeps the kernel deterministic (STYLE rule 12).
+        ``deterministic``. Supplying it keeps the kernel deterministic
+        (docs/design.rst, "Randomness").
     out_actions : ndarray of float64, shape (n, action_dim)
         Written: action index as float (Discrete) or unclipped Gaussian sample (Box;
         the caller clips to the action space as SB3 does, the log-prob uses this value).
@@ -1175,8 +1176,9 @@ def _a2c_loss_grad(
     thread count or schedule, so serial and parallel variants with the same workspace
     are bit-identical. Hogwild writes are deliberately not used here: A2C clips the
     *global* gradient norm (``max_grad_norm``) before the step, which needs the whole
-    batch gradient, and racy ``+=`` loses increments (numba issue #7133, MECHANICS.md
-    D6). The lock-free level of HSA2C is in how workers apply pushed deltas.
+    batch gradient, and racy ``+=`` loses increments (numba issue #7133;
+    docs/design.rst, "Race-free sums"). The lock-free level of HSA2C is in how workers
+    apply pushed deltas.
     """
     n = obs.shape[0]
     x = obs.reshape(-1)

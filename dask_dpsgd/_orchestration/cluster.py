@@ -1,11 +1,13 @@
 """Where a fit runs: client resolution, the embedded cluster and the thread budget.
 
-One way to get a cluster (STYLE.md rule 5): the current default client if there is one
+One way to get a cluster (docs/design.rst, "Client resolution"): the current default
+client if there is one
 (a ``with Client(...)`` block, a dask-jobqueue ``SLURMCluster`` client, ...), else an
 embedded ``LocalCluster`` on 127.0.0.1 sized from this machine's cores and closed when the
 fit ends.
 
-Thread budget (MECHANICS.md D5): Dask threads x numba threads must not exceed a worker's
+Thread budget (docs/design.rst, "Thread budget"): Dask threads x numba threads must not
+exceed a worker's
 cores. Our tasks run one per worker; each sets ``numba.set_num_threads`` (thread-local)
 to that worker's budget.
 """
@@ -72,7 +74,7 @@ def machine_cores() -> int:
 
 
 def _inside_worker() -> bool:
-    """Whether this code runs in a Dask worker's task (MECHANICS.md D8)."""
+    """Whether this code runs in a Dask task (docs/design.rst, "Client resolution")."""
     try:
         distributed.get_worker()
     except ValueError:
@@ -313,7 +315,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     )
     if processes:
         # Size numba's pool in each worker process before numba is imported there
-        # (MECHANICS.md D5).
+        # (docs/design.rst, "Thread budget").
         cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(p)}
     # distributed warns on a busy dashboard port and about bokeh; neither concerns us.
     with distributed.LocalCluster(**cluster_kwargs) as cluster, \

@@ -1,6 +1,6 @@
 """DPSVI: LDA by distributed/parallel stochastic variational inference on Dask.
 
-Layout of one fit (PAPER.md, DPSVI):
+Layout of one fit (docs/design.rst, "DPSVI"):
 
 * worker 0 holds the :class:`~dask_dpsgd._server.actor.ParameterServer` actor with the
   global ``lambda`` under the SVI rule; worker 0's own tasks call it in memory
@@ -490,7 +490,8 @@ def fit_dpsvi(handle: ClusterHandle, X: Any, lam0: np.ndarray, cfg: DPSVIConfig,
     and the counters (an in-memory checkpoint; ``on_checkpoint(lam, raw, step,
     passes_done)`` may also write it to a file; ``raw`` is the server's exact internal
     state, given back as ``raw0``). When a worker is lost (including the one holding the
-    parameter-server actor, which Dask does not restart, MECHANICS.md D3), the fit
+    parameter-server actor, which Dask does not restart: docs/design.rst, "Lost
+    workers"), the fit
     resumes on the workers left: shards are placed again, a new actor starts from the
     checkpoint, and the passes since are run again; their updates before the failure
     are discarded and reported.

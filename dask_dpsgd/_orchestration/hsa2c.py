@@ -1,6 +1,6 @@
 """HSA2C: hybrid synchronous/asynchronous advantage actor-critic on Dask.
 
-Layout of one fit (PAPER.md, HSA2C):
+Layout of one fit (docs/design.rst, "HSA2C"):
 
 * worker 0 holds the :class:`~dask_dpsgd._server.actor.ParameterServer` actor with the
   flat parameter vector ``theta`` under the ``a2c`` rule (plus the global step count,

@@ -1,11 +1,12 @@
 """The worker side of fire-and-forget: one awaited actor call in flight.
 
 Raw un-awaited actor calls reorder, open a connection each and lose their exceptions
-(MECHANICS.md D2). A :class:`Pusher` keeps exactly one call in flight per worker: the
-worker sends an update and goes on computing; the reply (fresh parameters) is collected
-just before the next send. Every reply is awaited, so errors raised by the server surface
-in the worker's task, updates from one worker arrive in order, and a server slower than
-the workers throttles them (backpressure) instead of queueing without bound.
+(docs/design.rst, "Pusher"). A :class:`Pusher` keeps exactly one call in flight per
+worker: the worker sends an update and goes on computing; the reply (fresh parameters)
+is collected just before the next send. Every reply is awaited, so errors raised by the
+server surface in the worker's task, updates from one worker arrive in order, and a
+server slower than the workers throttles them (backpressure) instead of queueing without
+bound.
 """
 
 from __future__ import annotations

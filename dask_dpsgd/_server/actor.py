@@ -1,10 +1,11 @@
 """The parameter server as a Dask Actor: a thin shell around :class:`ServerState`.
 
 Nothing here imports Dask: a class becomes an actor when it is submitted with
-``client.submit(ParameterServer, ..., actor=True)``. The methods are ``async def`` so they
-run on the worker's event loop, one at a time, without a hop to the actor thread
-(MECHANICS.md D1); being short and never awaiting anything, each runs atomically, which is
-what makes the server lock-free and applies pushes strictly in arrival order.
+``client.submit(ParameterServer, ..., actor=True)``. The methods are ``async def`` so
+they run on the worker's event loop, one at a time, without a hop to the actor thread
+(docs/design.rst, "Parameter server"); being short and never awaiting anything, each
+runs atomically, which is what makes the server lock-free and applies pushes strictly in
+arrival order.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Global parameters of DPSGD, their version counter and the staleness bookkeeping.
 
-The parameter server applies updates in arrival order (PAPER.md, DPSGD). Every update
-carries the version of the parameters it was computed from; ``staleness = version at
-apply - base version`` is what the paper's bounds (cores <= T^(1/4), workers <= T^(1/2))
-control, so it is measured for every push and kept as counts per value.
+The parameter server applies updates in arrival order (docs/design.rst, "DPSGD"). Every
+update carries the version of the parameters it was computed from; ``staleness = version
+at apply - base version`` is what the paper's bounds (cores <= T^(1/4), workers <=
+T^(1/2)) control, so it is measured for every push and kept as counts per value.
 
 An *update rule* says what the parameters are and how one update changes them; the
 :class:`ServerState` around it is the same for every estimator: version, counts of
@@ -268,7 +268,7 @@ class SVIRule:
         rho_t  = (learning_offset + t) ** -learning_decay
         lambda = (1 - rho_t) lambda + rho_t (eta + D/|B| S)
 
-    Storage keeps that step sparse (PAPER.md: "the dense decay can be kept lazy"):
+    Storage keeps that step sparse, the dense decay lazy (docs/design.rst, "DPSVI"):
     ``lambda = eta + scale * M`` with ``M`` word-major ``(V, K)``. Since
     ``(1 - rho)(eta + mu) + rho (eta + c S) = eta + (1 - rho) mu + rho c S``, one step is
     ``scale *= 1 - rho`` and ``M[words] += rho c S / scale``: work and bytes in proportion

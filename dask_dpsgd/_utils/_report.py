@@ -1,7 +1,8 @@
 """What both estimators record after a fit: layout, server accounting, recoveries.
 
-The estimator layer only reports (STYLE.md): these helpers set the fitted attributes the
-two estimators share from what the engine handed back, and warn about lost workers.
+The estimator layer only reports (docs/design.rst, "Estimator API"): these helpers set
+the fitted attributes the two estimators share from what the engine handed back, and
+warn about lost workers.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from dask_dpsgd.datasets import (
 )
 from dask_dpsgd.datasets._base import _load_nips_cached
 
-# Numbers from /work/shared/data/nips/README.md ("Counts" and "Split" sections).
+# Numbers from dask_dpsgd/datasets/descr/nips.rst (the counts table and "Train / test
+# split").
 N_DOCS = 1500
 N_WORDS = 12375
 NNZ = 746316

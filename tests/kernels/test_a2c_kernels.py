@@ -782,8 +782,9 @@ def test_record_step_reports_non_finite_values(bad, code, value):
 
 @pytest.mark.parametrize("module", [nn, a2c], ids=["nn", "a2c"])
 def test_kernel_modules_import_only_numpy_numba_math(module):
-    # Static check of the module's own imports (STYLE.md rule 1); importing the
-    # package would also run dask_dpsgd/__init__.py, which is not the kernels' doing.
+    # Static check of the module's own imports (docs/design.rst, "Layers"); importing
+    # the package would also run dask_dpsgd/__init__.py, which is not the kernels'
+    # doing.
     tree = ast.parse(Path(module.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
