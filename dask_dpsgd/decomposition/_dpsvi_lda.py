@@ -230,7 +230,7 @@ default="auto"
         ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
     live_metrics_url_ : str or None
         The last fit's page of live curves on the Dask dashboard
-        (``.../dpsgd/status?fit=<id>``; see the README); None without a dashboard. It
+        (``.../dpsgd/status?fit=<id>``; :doc:`/live_metrics`); None without a dashboard. It
         lives as long as the cluster's scheduler.
 
     See Also

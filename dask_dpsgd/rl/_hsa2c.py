@@ -161,7 +161,7 @@ default="auto"
         Progress records (``rollout/ep_rew_mean``, ``time/steps_per_s``, ...).
     live_metrics_url_ : str or None
         The last fit's page of live curves on the Dask dashboard
-        (``.../dpsgd/status?fit=<id>``; see the README); None without a dashboard. It
+        (``.../dpsgd/status?fit=<id>``; :doc:`/live_metrics`); None without a dashboard. It
         lives as long as the cluster's scheduler.
     max_staleness_ : int or None
         Staleness limit used (``max_staleness`` resolved).
