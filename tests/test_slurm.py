@@ -4,10 +4,11 @@ CI starts a single-node Slurm on localhost before the tests (``.ci/slurm/setup.s
 Debian's slurmctld + slurmd + munge). A machine without Slurm (no ``sbatch`` on PATH)
 skips this module; one with Slurm runs it.
 
-The layout under test is the one the README recommends: one Dask thread per job, every
-core of the job booked for numba (``cores=1, processes=1, job_cpu=N``) and numba told so
-through the job script (``export NUMBA_NUM_THREADS=N``). The session ``client`` fixture
-is deliberately not used: the SLURM cluster's client must be the default client here.
+The layout under test is the one the docs recommend (docs/design.rst, "Slurm"): one Dask
+thread per job, every core of the job booked for numba (``cores=1, processes=1,
+job_cpu=N``) and numba told so through the job script (``export NUMBA_NUM_THREADS=N``).
+The session ``client`` fixture is deliberately not used: the SLURM cluster's client must
+be the default client here.
 """
 
 from __future__ import annotations

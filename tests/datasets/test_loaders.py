@@ -71,7 +71,7 @@ def test_nips_feature_names():
     assert all(isinstance(w, str) for w in names)
     assert all(w and w == w.strip() and " " not in w for w in names)
     assert len(set(names.tolist())) == N_WORDS
-    # vocab file is alphabetically sorted (README: ids = lines of sorted vocab).
+    # vocab file is alphabetically sorted (descr/nips.rst: ids = lines of sorted vocab).
     assert names.tolist() == sorted(names.tolist())
     assert names[0] == "a2i"
 
