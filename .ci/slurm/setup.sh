@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node Slurm on localhost for tests/test_slurm.py (MECHANICS.md D10).
+# A real single-node Slurm on localhost for tests/test_slurm.py (docs/design.rst, "Slurm").
 #
 # Debian bookworm: installs slurmctld, slurmd, slurm-client and munge (when missing),
 # writes /etc/slurm/slurm.conf for this host (NodeName = `hostname -s`, CPUs = nproc,
