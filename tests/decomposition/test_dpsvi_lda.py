@@ -28,31 +28,37 @@ def _texts(X, vocab, n):
     return docs
 
 
+KNOWN_TOPICS_SEEDS = (0, 1, 2, 3, 4)
+
+
+@pytest.mark.learning
 @pytest.mark.parametrize(("parallelism", "threads"),
                          [("serial", [1]), ("hogwild", [2]), ("parameter-server", [1, 1]),
                           ("dpsgd", [2, 2])])
 def test_recovers_known_topics(client, parallelism, threads):
-    """Every mode of the engine, on the 2-worker x 2-thread test cluster.
+    """Every mode of the engine, on the 2-worker x 2-thread test cluster, every seed.
 
-    SVI can end in a local optimum where two true topics share one learned topic: on
-    this corpus about 1 seed in 10 does, in every mode, serial included (measured over
-    24 seeds: 2 serial, 2-4 parameter server). As users do, the fit is restarted from 3
-    seeds and the one with the best training bound (lowest perplexity) is kept.
+    4 true topics, fitted with 6: with exactly 4, SVI ends in a local optimum where two
+    true topics share one learned topic on about 1 seed in 8, in every mode (seeds
+    0-11: serial seed 7; parameter server seeds 0, 7, 9; the same with a larger
+    learning offset, twice the documents or a flatter prior). Two spare topics remove
+    that optimum: each true topic is then recovered by a learned topic with at least
+    0.997 of its mass on that topic's words, on all of 24 fits (seeds 0-11, serial and
+    parameter server, AMD EPYC) and on seeds 0-4 of every mode with numba compiling for
+    a generic x86-64 CPU. Asserted: > 0.95.
     """
     K = 4
     X, word_topic = synthetic_corpus(n_docs=300, n_topics=K, words_per_topic=15,
                                      doc_len=80, seed=1)
-    fits = [LDA(n_components=K, max_iter=10, batch_size=32, learning_offset=2.0,
+    for seed in KNOWN_TOPICS_SEEDS:
+        f = LDA(n_components=K + 2, max_iter=10, batch_size=32, learning_offset=2.0,
                 doc_topic_prior=0.1, random_state=seed, parallelism=parallelism).fit(X)
-            for seed in range(3)]
-    lda = min(fits, key=lambda f: f.bound_)
-    # Each learned topic puts almost all its mass on one true topic's words...
-    topic_word = lda.components_ / lda.components_.sum(axis=1, keepdims=True)
-    mass = np.stack([topic_word[:, word_topic == t].sum(axis=1) for t in range(K)], 1)
-    assert mass.max(axis=1).min() > 0.9
-    # ... and the K learned topics cover the K true ones.
-    assert sorted(mass.argmax(axis=1)) == list(range(K))
-    for f in fits:
+        topic_word = f.components_ / f.components_.sum(axis=1, keepdims=True)
+        # mass[k, t]: the share of learned topic k on true topic t's words.
+        mass = np.stack([topic_word[:, word_topic == t].sum(axis=1) for t in range(K)],
+                        1)
+        # Each true topic has a learned topic almost entirely on its words.
+        assert mass.max(axis=0).min() > 0.95, (seed, mass.max(axis=0))
         assert f.parallelism_ == parallelism
         assert f.threads_per_worker_ == threads
         assert f.n_workers_ == len(threads)
@@ -105,35 +111,56 @@ def test_initial_topics_equal_sklearn_for_same_seed(client, nips):
     assert ours.bound_ == pytest.approx(theirs.bound_, rel=1e-7)
 
 
-@pytest.mark.slow
-def test_held_out_perplexity_close_to_sklearn_and_modes_close_to_serial(client, nips):
-    """Issue 2: within 2% of sklearn at equal passes; 2x1 and 1x2 within 3% of 1x1.
+HELD_OUT_SEEDS = (0, 1, 2, 3, 4)
 
-    Averaged over three seeds: a single online-LDA run on 1,350 documents varies by a
-    few percent with the seed alone. Staleness 1 (what two asynchronous workers produce)
-    costs about 2% at this number of updates (200); see benchmarks/RESULTS.md.
+
+@pytest.mark.slow
+@pytest.mark.learning
+def test_held_out_perplexity_close_to_sklearn_and_modes_close_to_serial(client, nips):
+    """Serial DPSVI within 2 % of scikit-learn at equal passes on every seed; 2 x 1 and
+    1 x 2 within 3 % of serial on average over 5 seeds and within 5 % on every seed.
+
+    Measured held-out perplexities (NIPS, K=10, 5 passes, batches of 32), seeds 0-4,
+    as ratios, on an AMD EPYC; with numba compiling for a generic x86-64 CPU (as CI
+    runs the learning tests once more) serial and 1 x 2 agree to 1e-12 and 2 x 1 gave
+    1.009, 1.026, 1.005, 1.006, 1.010:
+
+    ===========================  =====  =====  =====  =====  =====
+    seed                           0      1      2      3      4
+    ===========================  =====  =====  =====  =====  =====
+    serial / scikit-learn        1.005  0.999  0.993  0.997  1.002
+    1 x 2 / serial               1.000  1.000  1.000  1.000  1.000
+    2 x 1 / serial               1.009  1.025  1.005  1.006  1.010
+    ===========================  =====  =====  =====  =====  =====
+
+    Smallest margins: serial vs scikit-learn 1.5 % (seed 0, limit 2 %); 2 x 1 on
+    average 1.1 % (limit 3 %), seed 1 2.5 % (limit 5 % per seed). A single online-LDA
+    run on 1,350 documents moves by a few percent with the seed alone; staleness 1
+    (what two asynchronous workers produce) costs about 1 % at this number of updates
+    (215). 1 x 2 equals serial: the E-step's per-word sums do not depend on how the
+    documents are split over threads.
     """
     X_train, X_test, _ = nips
     common = dict(n_components=10, max_iter=5, batch_size=32)
-    seeds = (0, 1, 2)
-    p_sk = np.mean([
+    p_sk = np.array([
         LatentDirichletAllocation(learning_method="online", random_state=s, **common)
-        .fit(X_train).perplexity(X_test) for s in seeds])
+        .fit(X_train).perplexity(X_test) for s in HELD_OUT_SEEDS])
 
     def ours(n_workers, threads):
         out = []
-        for s in seeds:
+        for s in HELD_OUT_SEEDS:
             est = LDA(n_workers=n_workers, threads_per_worker=threads, random_state=s,
                       **common).fit(X_train)
             assert est.n_updates_rejected_ == 0
             out.append(est.perplexity(X_test))
-        return np.mean(out)
+        return np.array(out)
 
     p_serial = ours(1, 1)
-    assert p_serial <= 1.02 * p_sk, (p_serial, p_sk)
+    assert (p_serial <= 1.02 * p_sk).all(), (p_serial, p_sk)
     for n_workers, threads in [(1, 2), (2, 1)]:
-        p = ours(n_workers, threads)
-        assert abs(p / p_serial - 1) <= 0.03, (n_workers, threads, p, p_serial)
+        ratio = ours(n_workers, threads) / p_serial
+        assert abs(ratio.mean() - 1) <= 0.03, (n_workers, threads, ratio)
+        assert (abs(ratio - 1) <= 0.05).all(), (n_workers, threads, ratio)
 
 
 def test_two_workers_measure_staleness(client, nips):

@@ -81,6 +81,7 @@ def lda_reference(fragile, nips):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("seed", KILL_SEEDS)
 def test_fit_survives_a_worker_killed_at_a_random_point(fragile, nips, lda_reference,
                                                          seed):
@@ -111,5 +112,8 @@ def test_fit_survives_a_worker_killed_at_a_random_point(fragile, nips, lda_refer
                for e in disturbed.recovery_events_)
     assert disturbed.max_staleness_ == reference.max_staleness_ == max(
         math.ceil(math.sqrt(6 * per_pass)), 2 * 2)
+    # A recovered fit is a new trajectory, no worse than another seed's: undisturbed
+    # fits of KILL_KW with random_state 0-5 (AMD EPYC) are within 1.95 % of seed 0's
+    # held-out perplexity (-0.4, -1.9, +0.7, -0.7, +0.1 %); the limit is 5 %.
     p_ref, p_dist = reference.perplexity(X_test), disturbed.perplexity(X_test)
     assert abs(p_dist / p_ref - 1) <= 0.05, (p_dist, p_ref)

@@ -48,34 +48,97 @@ class _NaNRewardEnv(gym.Env):
         return np.zeros(3, dtype=np.float32), reward, False, self.t >= 10, {}
 
 
+CARTPOLE_SEEDS = (0, 1, 2, 3, 4)
+
+
 @pytest.mark.slow
+@pytest.mark.learning
+@pytest.mark.timeout(900)  # five fits of up to 1M steps
 @pytest.mark.parametrize(("parallelism", "n_workers"),
                          [("serial", 1), ("parameter-server", 2)])
 def test_cartpole_learns(client, parallelism, n_workers):
-    agent = HSA2CAgent("CartPole-v1", total_timesteps=400_000, target_return=475,
-                       random_state=0, parallelism=parallelism).fit()
-    assert agent.score(n_episodes=20, random_state=0) >= 195
-    assert agent.n_workers_ == n_workers
-    assert agent.threads_per_worker_ == [1] * n_workers
-    assert agent.parallelism_ == parallelism
-    assert agent.n_pushes_sent_ == agent.n_updates_applied_ + agent.n_updates_rejected_
-    assert agent.num_timesteps_ == agent.history_[-1]["time/total_timesteps"]
-    # Early stop on the target: the budget was not spent.
-    assert agent.num_timesteps_ < 400_000
-    assert np.mean(agent.episode_returns_[-100:]) >= 475
-    assert len(agent.episode_returns_) == len(agent.episode_lengths_)
+    """Every seed reaches the target (mean of the last 100 episodes >= 475) inside the
+    1M-step budget, and its deterministic policy then scores >= 475.
+
+    Steps to the target, measured (seeds 0-4 are the ones tested):
+
+    ========================  =====  =====  =====  =====  =====  =====  =====  =====
+    layout / seed               0      1      2      3      4      5      6      7
+    ========================  =====  =====  =====  =====  =====  =====  =====  =====
+    serial, AMD EPYC          138k   140k   125k   236k   116k   150k   114k   144k
+    serial, generic x86-64    138k   140k   125k   793k   116k   150k   114k   144k
+    2 x 1, AMD EPYC           160k   144k   165k   156k   141k   132k   145k   190k
+    2 x 1, generic x86-64     145k   166k   220k   136k   140k
+    ========================  =====  =====  =====  =====  =====  =====  =====  =====
+
+    Every evaluation scored 500 (the maximum). "generic" is numba compiling for a
+    generic x86-64 CPU (NUMBA_CPU_NAME=generic, as CI runs the learning tests once
+    more). Serial seed 3 shows why the budget is 1M and not 400k: on generic code its
+    policy collapsed once and took 793k steps (the smallest margin, 207k steps); every
+    other run needed at most 236k.
+    """
+    for seed in CARTPOLE_SEEDS:
+        agent = HSA2CAgent("CartPole-v1", total_timesteps=1_000_000, target_return=475,
+                           random_state=seed, parallelism=parallelism).fit()
+        # Early stop on the target: the budget was not spent.
+        assert agent.num_timesteps_ < 1_000_000, seed
+        assert np.mean(agent.episode_returns_[-100:]) >= 475, seed
+        assert agent.score(n_episodes=20, random_state=0) >= 475, seed
+        assert agent.n_workers_ == n_workers
+        assert agent.threads_per_worker_ == [1] * n_workers
+        assert agent.parallelism_ == parallelism
+        assert agent.n_pushes_sent_ == agent.n_updates_applied_ + agent.n_updates_rejected_
+        assert agent.num_timesteps_ == agent.history_[-1]["time/total_timesteps"]
+        assert len(agent.episode_returns_) == len(agent.episode_lengths_)
+
+
+# Pendulum-v1 settings of the learning test below: rewards x 0.01 (Pendulum's returns
+# reach -1,600; unscaled, their value targets swamp the policy's gradient), rl-zoo's
+# n_steps / gamma / gae_lambda / vf_coef, no advantage normalisation (A2C's default)
+# and a learning rate of 1.4e-3, 500k steps on 1 worker x 1 core.
+PENDULUM_SEEDS = (0, 1, 2, 3, 4)
+PENDULUM_KW = dict(n_steps=8, gamma=0.9, gae_lambda=0.9, vf_coef=0.4,
+                   learning_rate=1.4e-3, normalize_advantage=False,
+                   normalize_observations=True, total_timesteps=500_000, n_workers=1,
+                   threads_per_worker=1)
 
 
 @pytest.mark.slow
+@pytest.mark.learning
+@pytest.mark.timeout(900)  # five fits of 500k steps
 def test_pendulum_continuous_actions_improve(client):
-    agent = HSA2CAgent(functools.partial(_scaled_pendulum, 0.1), n_steps=8, gamma=0.9,
-                       gae_lambda=0.9, vf_coef=0.4, normalize_advantage=True,
-                       normalize_observations=True, total_timesteps=500_000,
-                       random_state=0, n_workers=1, threads_per_worker=1).fit()
-    returns = agent.episode_returns_ / 0.1
-    first, last = returns[:50].mean(), returns[-50:].mean()
-    # A random policy scores about -1200; the trained one clearly better.
-    assert last > first + 300, (first, last)
+    """Every seed improves by a wide margin; the median seed clearly learns.
+
+    A random policy scores about -1,200 (the first 50 training episodes average
+    -1,160 to -1,365 below). Not yet "solved" (about -200): HSA2C does not reach that
+    reliably on Pendulum (issue: HSA2C for stable-baselines3 users); this test holds
+    what it does reach on every seed. Measured (eval = mean return of 10
+    deterministic episodes, first = the first 50 training episodes), seeds 0-4:
+
+    ================  ======  ======  ======  ======  ======
+    CPU / seed           0       1       2       3       4
+    ================  ======  ======  ======  ======  ======
+    AMD EPYC, first   -1297   -1161   -1301   -1365   -1281
+    AMD EPYC, eval     -752    -446    -220    -169    -837
+    generic, eval      -127    -524    -185    -211    -253
+    ================  ======  ======  ======  ======  ======
+
+    (seeds 5-9 on the AMD machine: eval -451, -337, -131, -757, -128). "generic" is
+    numba compiling for a generic x86-64 CPU (NUMBA_CPU_NAME=generic), as CI runs the
+    learning tests once more. Smallest improvement of eval over first: 444 (AMD, seed
+    4), asserted >= 300; the median eval: -446 (AMD) / -211 (generic), asserted >=
+    -650.
+    """
+    evals, firsts = [], []
+    for seed in PENDULUM_SEEDS:
+        agent = HSA2CAgent(functools.partial(_scaled_pendulum, 0.01),
+                           random_state=seed, **PENDULUM_KW).fit()
+        first = agent.episode_returns_[:50].mean() / 0.01
+        ev = agent.score(n_episodes=10, random_state=0) / 0.01
+        evals.append(ev)
+        firsts.append(first)
+        assert ev >= first + 300, (seed, first, ev)
+    assert np.median(evals) >= -650, (evals, firsts)
     assert agent.continuous_actions_ and agent.action_dim_ == 1
     assert agent.obs_mean_.shape == (3,)
     action = agent.predict(np.zeros(3))
@@ -177,7 +240,10 @@ def test_fit_takes_no_data():
 # Both the reference and the disturbed fits stop at the target; the budget only caps a
 # slow trajectory. A recovered fit follows a new trajectory, and undisturbed 2 x 1 fits
 # need up to ~500k steps to reach 475 (benchmarks/RESULTS.md, 10 seeds): with 300k,
-# 2 of 45 local runs ended short of the target for that reason alone.
+# 2 of 45 local runs ended short of the target for that reason alone. The quality
+# checks below then hold with margin: q >= 475 once the target is reached, against
+# 0.95 x q_ref <= 475; the evaluations of CartPole policies at the target scored 500 on
+# every seed and CPU of test_cartpole_learns (limit 195).
 AGENT_KILL_KW = dict(env="CartPole-v1", total_timesteps=1_000_000, target_return=475,
                      random_state=0)
 
@@ -194,6 +260,7 @@ def agent_reference(fragile):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("seed", KILL_SEEDS)
 def test_fit_survives_a_worker_killed_at_a_random_point(fragile, agent_reference, seed):
     reference, duration = agent_reference
