@@ -21,15 +21,21 @@ def _psi(x):
     Parameters
     ----------
     x : float
-        Argument, ``x > 0``.
+        Argument, ``x >= 0``.
 
     Returns
     -------
     float
         ``psi(x)``. Equivalent to ``scipy.special.digamma(x)`` to about 1e-12
-        relative for ``x > 1e-6``.
+        relative for ``x > 1e-6``; ``psi(0) = -inf``, the limit from the right, as
+        scikit-learn's C code returns it (a zero ``doc_topic_prior`` or
+        ``topic_word_prior`` lets a Dirichlet parameter reach 0, and ``exp(-inf) = 0``
+        then drops that topic or word, as it does in scikit-learn).
     """
     if x <= 1e-6:
+        if x == 0.0:
+            # numba's division follows Python's and would raise ZeroDivisionError.
+            return -math.inf
         # psi(x) = -EULER - 1/x + O(x)
         return -EULER - 1.0 / x
     result = 0.0

@@ -207,3 +207,58 @@ def test_serial_estep_from_a_warm_cache_in_a_fresh_process(tmp_path):
     assert any(tmp_path.rglob("*.nbi"))  # the second run did load from the cache
     # Every count ends in the statistics: 1 + 2 + 3.
     assert [float(o.stdout) for o in outs] == [pytest.approx(6.0)] * 2
+
+
+def test_psi_of_zero_is_minus_infinity_as_sklearns():
+    """A zero prior lets a Dirichlet parameter reach 0; scikit-learn's C digamma gives
+    -inf there (exp(-inf) = 0 drops the topic), numba's division would raise."""
+    assert psi(0.0) == -np.inf
+    x = np.array([[0.0, 1.0, 2.0]])
+    out = dirichlet_expectation(x)
+    assert out[0, 0] == -np.inf and np.isfinite(out[0, 1:]).all()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_estep_bound_is_the_documents_part_of_the_bound(parallel):
+    """run_estep's bound (from the statistics' own products) equals doc_bound's (from
+    E[log beta] and logsumexp) at the converged gamma; the statistics do not change."""
+    X = _corpus(n_docs=30, V=50, seed=6)
+    K, alpha = 5, 0.2
+    rng = np.random.default_rng(7)
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.05
+    words, cols = lda.minibatch_words(X.indices)
+    lam_rows = np.ascontiguousarray(lam.T[words])
+    eb = lda.exp_elog_beta_rows(lam_rows, lam.sum(axis=1))
+    g0 = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    indptr = X.indptr.astype(np.int64)
+    g1, g2 = g0.copy(), g0.copy()
+    plain = lda.run_estep(indptr, cols, X.data, eb, g1, alpha, 50, 1e-4, True, parallel)
+    sstats, bound = lda.run_estep(indptr, cols, X.data, eb, g2, alpha, 50, 1e-4, True,
+                                  parallel, return_bound=True)
+    np.testing.assert_array_equal(sstats, plain)
+    np.testing.assert_array_equal(g2, g1)
+    elog_beta = lda.elog_beta_rows(lam_rows, lam.sum(axis=1))
+    ref = lda.doc_bound(indptr, cols, X.data, g2, elog_beta, alpha)
+    assert np.isfinite(bound) and bound < 0
+    assert bound == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="cal_sstats"):
+        lda.run_estep(indptr, cols, X.data, eb, g0.copy(), alpha, 50, 1e-4, False,
+                      parallel, return_bound=True)
+
+
+def test_estep_with_zero_prior_stays_finite_and_its_bound_is_nan():
+    """alpha = 0 (scikit-learn's closed interval): gamma and the statistics stay finite,
+    the bound is NaN (improper prior), as scikit-learn's."""
+    X = _corpus(n_docs=30, V=50, seed=8)
+    K = 6
+    rng = np.random.default_rng(9)
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.05
+    words, cols = lda.minibatch_words(X.indices)
+    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
+    gamma = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    sstats, bound = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, gamma,
+                                  0.0, 200, 1e-6, True, False, return_bound=True)
+    assert np.isfinite(gamma).all() and (gamma == 0).any()  # topics dropped
+    assert np.isfinite(sstats).all()
+    assert sstats.sum() == pytest.approx(X.sum(), rel=1e-9)
+    assert np.isnan(bound)
