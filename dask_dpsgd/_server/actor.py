@@ -145,5 +145,6 @@ class ParameterServer:
         return self.state.rule.episode_log()
 
     async def progress(self) -> dict[str, Any]:
-        """Steps, episodes and recent mean return (A2C rule only)."""
+        """What the rule tracks of the workers' reports: steps, episodes and recent mean
+        return (A2C rule), the sums of the minibatches' bounds and tokens (SVI rule)."""
         return self.state.rule.progress()

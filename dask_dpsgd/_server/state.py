@@ -289,10 +289,23 @@ class SVIRule:
     first_step : int
         ``t`` of the first update (scikit-learn starts ``n_batch_iter_`` at 1).
 
+    Attributes
+    ----------
+    bound_sum, bound_tokens : float
+        What the workers reported with the updates applied so far: the sum of their
+        minibatches' documents part of the variational bound (computed by the E-step at
+        the parameters the worker used) and of their tokens. Their ratio is the
+        minibatch per-word bound the live metrics show; the server only adds them up.
+    bound_updates : int
+        Applied updates that carried a bound.
+
     Notes
     -----
-    An update is ``(words, sstats, batch_docs)``: sorted distinct word ids ``(n,)``,
-    sufficient statistics ``(n, K)`` word-major, and the minibatch's number of documents.
+    An update is ``(words, sstats, batch_docs)`` or ``(words, sstats, batch_docs,
+    (doc_bound, tokens))``: sorted distinct word ids ``(n,)``, sufficient statistics
+    ``(n, K)`` word-major, the minibatch's number of documents and, optionally, the
+    documents part of the bound of the minibatch and its number of tokens (not checked
+    for finiteness: a zero ``doc_topic_prior`` makes the bound NaN, never the update).
     A pull request is an array of word ids (``None``: all); the payload is
     ``(lambda[words], lambda.sum(axis=0))``.
     """
@@ -319,6 +332,9 @@ class SVIRule:
             self.scale = 1.0
             self.M_rowsum = self.M.sum(axis=0)
         self.n_features = self.M.shape[0]
+        self.bound_sum = 0.0
+        self.bound_tokens = 0.0
+        self.bound_updates = 0
 
     def rho(self, step: int) -> float:
         """Step size ``rho_t`` for the ``step``-th applied update (0-based)."""
@@ -326,7 +342,11 @@ class SVIRule:
 
     def apply(self, delta: tuple[np.ndarray, np.ndarray, int], step: int) -> None:
         """Apply one SVI step from a minibatch's sparse sufficient statistics."""
-        words, sstats, batch_docs = delta
+        words, sstats, batch_docs = delta[:3]
+        if len(delta) > 3:
+            self.bound_sum += float(delta[3][0])
+            self.bound_tokens += float(delta[3][1])
+            self.bound_updates += 1
         rho = self.rho(step)
         self.scale *= 1.0 - rho
         if self.scale < self.RESCALE_BELOW:
@@ -339,10 +359,15 @@ class SVIRule:
     @staticmethod
     def merge(deltas: list[tuple[np.ndarray, np.ndarray, int]]
               ) -> tuple[np.ndarray, np.ndarray, int]:
-        """One update from the parts of a minibatch: their statistics and documents add."""
-        return (np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
-                np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
-                sum(int(d[2]) for d in deltas))
+        """One update from the parts of a minibatch: their statistics, documents and
+        (when every part has one) bounds and tokens add."""
+        merged = (np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
+                  np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
+                  sum(int(d[2]) for d in deltas))
+        if all(len(d) > 3 for d in deltas):
+            merged += ((sum(float(d[3][0]) for d in deltas),
+                        sum(float(d[3][1]) for d in deltas)),)
+        return merged
 
     def _fold_scale(self) -> None:
         self.M *= self.scale
@@ -363,6 +388,11 @@ class SVIRule:
             gather_rows_affine(self.M, words, self.eta, self.scale, lam_rows)
         rowsums = self.eta * self.n_features + self.scale * self.M_rowsum
         return lam_rows, rowsums
+
+    def progress(self) -> dict[str, Any]:
+        """The bounds reported with the applied updates (see the attributes)."""
+        return {"bound_sum": self.bound_sum, "bound_tokens": self.bound_tokens,
+                "bound_updates": self.bound_updates}
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """The dense ``lambda`` (word-major) and the internal state (``raw``)."""

@@ -198,3 +198,27 @@ def test_push_part_of_one_is_an_ordinary_push():
     assert sa.stats() == sb.stats()
     with pytest.raises(ValueError, match="n_parts"):
         sb.push_part(delta, 1, 0, 1, 0)
+
+
+def test_svi_rule_adds_up_the_bounds_reported_with_applied_updates():
+    """The minibatch bounds pushed with the statistics are summed over the applied
+    updates (a warm-up update's parts add up; a rejected push does not count; a NaN
+    bound, from a zero doc_topic_prior, never rejects its update)."""
+    lam0, rule = _svi()
+    state = ServerState(rule, max_staleness=0)
+    words, st = np.array([1, 4]), np.ones((2, 4))
+    assert rule.progress() == {"bound_sum": 0.0, "bound_tokens": 0.0,
+                               "bound_updates": 0}
+    state.push((words, st, 3, (-70.0, 10.0)), 0)
+    state.push((words, st, 3), 1)  # no bound reported: parameters change, sums do not
+    state.push_part((words, st, 2, (-20.0, 4.0)), 2, 0, 2, 2)
+    state.push_part((words, st, 2, (-30.0, 6.0)), 2, 1, 2, 2)
+    assert state.push((words, st, 3, (-1e9, 1.0)), 0).reason == "stale"
+    assert rule.progress() == {"bound_sum": -120.0, "bound_tokens": 20.0,
+                               "bound_updates": 2}
+    assert state.version == 3
+    state.push((words, st, 3, (float("nan"), 5.0)), 3)
+    assert state.version == 4 and np.isnan(rule.progress()["bound_sum"])
+    # A merged update without a bound in every part reports none.
+    merged = SVIRule.merge([(words, st, 2, (-1.0, 1.0)), (words, st, 2)])
+    assert len(merged) == 3
