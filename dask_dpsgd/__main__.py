@@ -169,14 +169,12 @@ def _require_jobqueue() -> Any:
 
 
 def _print_dashboard(client: Any) -> None:
-    """Print Dask's dashboard link and, next to it, the live training metrics page."""
-    from dask_dpsgd._orchestration.live import metrics_page_url
+    """Print Dask's dashboard link and, next to it, the live training metrics page
+    (Dask's pages cannot link to it: ``live_page_banner``)."""
+    from dask_dpsgd._orchestration.live import live_page_banner, metrics_page_url
 
     link = client.dashboard_link
-    print(f"Dask dashboard: {link}", flush=True)
-    page = metrics_page_url(link)
-    if page:
-        print(f"Live training metrics (while fitting): {page}", flush=True)
+    print(live_page_banner(link, metrics_page_url(link)), flush=True)
 
 
 @contextlib.contextmanager

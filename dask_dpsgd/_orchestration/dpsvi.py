@@ -11,8 +11,10 @@ Layout of one fit (docs/design.rst, "DPSVI"):
   in the dashboard's task stream). The task walks its shard in minibatches: pull the
   minibatch's rows of ``lambda`` and the topic sums, run the E-step over numba's threads,
   push the sparse sufficient statistics through a :class:`Pusher` (one awaited call in
-  flight), and go on. Workers never wait for each other inside a pass; the server
-  applies pushes in arrival order and records each one's staleness.
+  flight), with the documents part of the minibatch's bound that the E-step found
+  along the way (:class:`BoundMeter`), and go on. Workers never wait for each other
+  inside a pass; the server applies pushes in arrival order and records each one's
+  staleness.
 * the first ``warmup_updates`` SVI steps of a model are synchronous: each is a
   minibatch's worth of documents in equal shares from every worker, computed in
   parallel from the same ``lambda`` and added up by the server into one step
@@ -208,7 +210,10 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
     ring = lda.EStepWorkspace()
 
     def estep(rows: tuple[int, int], lam_rows: np.ndarray, rowsums: np.ndarray,
-              cols: np.ndarray, indptr: np.ndarray, slot: int | None) -> np.ndarray:
+              cols: np.ndarray, indptr: np.ndarray, slot: int | None
+              ) -> tuple[np.ndarray, tuple[float, float]]:
+        """The minibatch's statistics and ``(documents part of its bound, tokens)``,
+        pushed with them for the live metrics (``SVIRule``)."""
         nonlocal compute
         tc = time.perf_counter()
         a, b = rows
@@ -216,11 +221,13 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
                else ring.get(f"sstats{slot}", (lam_rows.shape[0] * cfg.n_components,)))
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums, workspace)
         gamma = lda.init_gamma(rng, b - a, cfg.n_components)
-        sstats = lda.run_estep(indptr, cols, X.data[X.indptr[a]:X.indptr[b]], exp_beta,
-                               gamma, cfg.doc_topic_prior, cfg.max_doc_update_iter,
-                               cfg.mean_change_tol, True, parallel, workspace, out)
+        cnts = X.data[X.indptr[a]:X.indptr[b]]
+        sstats, bound = lda.run_estep(indptr, cols, cnts, exp_beta, gamma,
+                                      cfg.doc_topic_prior, cfg.max_doc_update_iter,
+                                      cfg.mean_change_tol, True, parallel, workspace,
+                                      out, return_bound=True)
         compute += time.perf_counter() - tc
-        return sstats
+        return sstats, (bound, float(cnts.sum()))
 
     for part in warmup:
         a, b = part.rows
@@ -232,8 +239,8 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
         pusher.flush()
         base_version, (lam_rows, rowsums) = await_reply(
             server.pull_after(part.after, w_ids), aborted)
-        sstats = estep(part.rows, lam_rows, rowsums, cols, indptr, None)
-        pusher.send((w_ids, sstats, b - a), base_version,
+        sstats, bound = estep(part.rows, lam_rows, rowsums, cols, indptr, None)
+        pusher.send((w_ids, sstats, b - a, bound), base_version,
                     part=(part.slot, part.n_parts))
     first = warmup[-1].batch + 1 if warmup else 0
     # Parameters for upcoming minibatches, filled from push replies (module docstring).
@@ -250,11 +257,11 @@ def _pass_task(server: Any, shard: Shard, worker: int, threads: int,
             base_version, (lam_rows, rowsums) = await_reply(server.pull(words[i]),
                                                             aborted)
         a, b = batches[i]
-        sstats = estep(batches[i], lam_rows, rowsums, shard.cols[i], shard.indptrs[i],
-                       i % 2)
+        sstats, bound = estep(batches[i], lam_rows, rowsums, shard.cols[i],
+                              shard.indptrs[i], i % 2)
         ahead = i + 1 + cfg.lag
         request = words[ahead] if ahead < len(batches) else None
-        reply = pusher.send((words[i], sstats, b - a), base_version, request)
+        reply = pusher.send((words[i], sstats, b - a, bound), base_version, request)
         # The reply carries the parameters for minibatch i + 1 (lag 0: this push's
         # reply; lag 1: the previous push's, which asked for i + 1).
         if reply is not None and len(reply) == 3:
@@ -294,6 +301,59 @@ def _bound_task(server: Any, shard: Shard, threads: int,
 
 
 # ------------------------------------------------------------------------- driver
+
+#: History/live-metrics key of the minibatch per-word bound (:class:`BoundMeter`).
+BOUND_KEY = "train/minibatch_bound_per_word"
+
+
+class BoundMeter:
+    """The minibatch per-word bound of a segment, from the server's reported sums.
+
+    Each push carries the documents part of its minibatch's variational bound, as the
+    worker's E-step found it at the parameters it pulled (before the server applies
+    the push: in the first pass, the minibatch has not been trained on yet), and the
+    minibatch's tokens; the server adds them up over the applied updates
+    (``SVIRule.progress``). The ratio of two differences of those sums is the bound per
+    token of the minibatches applied in between:
+
+    * :meth:`end_pass`: over the pass just finished (``history_``);
+    * :meth:`live`: over those applied since the previous live record (the dashboard's
+      curve), the last value again when none was.
+
+    ``None`` until the first minibatch with a bound is applied. A new segment (a
+    recovery's new server, whose sums start at 0) takes a new meter.
+    """
+
+    def __init__(self) -> None:
+        self._pass_mark = (0.0, 0.0)
+        self._live_mark = (0.0, 0.0)
+        self._live_last: float | None = None
+
+    @staticmethod
+    def _sums(reported: dict[str, Any]) -> tuple[float, float]:
+        return float(reported["bound_sum"]), float(reported["bound_tokens"])
+
+    @staticmethod
+    def _per_word(now: tuple[float, float], mark: tuple[float, float]) -> float | None:
+        tokens = now[1] - mark[1]
+        return (now[0] - mark[0]) / tokens if tokens > 0 else None
+
+    def end_pass(self, reported: dict[str, Any]) -> float | None:
+        """Bound per token over the minibatches applied since the last call."""
+        now = self._sums(reported)
+        value = self._per_word(now, self._pass_mark)
+        self._pass_mark = now
+        return value
+
+    def live(self, reported: dict[str, Any]) -> float | None:
+        """Bound per token since the previous live value (or that value again)."""
+        now = self._sums(reported)
+        value = self._per_word(now, self._live_mark)
+        if value is not None:
+            self._live_mark = now
+            self._live_last = value
+        return self._live_last
+
 
 
 def _shard_rows(n_rows: int, batch_size: int, n_workers: int) -> list[np.ndarray]:
@@ -601,8 +661,9 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
     progress, on_checkpoint : callable or None
     live : LiveMetrics or None
         Gets every pass's record and, during a pass, the server's counters about once
-        a second (one actor call, only when a record is due), with the perplexity of
-        the last evaluated pass: what the dashboard's live page plots.
+        a second (two actor calls, only when a record is due: counters and reported
+        bounds), with the perplexity of the last evaluated pass and the minibatch
+        per-word bound (:class:`BoundMeter`): what the dashboard's live page plots.
 
     Returns
     -------
@@ -629,10 +690,12 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
         return merge_counts(base_counts, stats), merge_histograms(base_hist, hist)
 
     watch = ServerWatch()
+    meter = BoundMeter()
 
     def poll(passes_done: int, server: Any = server) -> None:
         # Mid-pass: the server's counters, for a lower bound on the updates a loss of
-        # its worker would discard, and for the dashboard (no bound is computed).
+        # its worker would discard, and for the dashboard (no bound is computed: the
+        # minibatch bound is what the workers' E-steps reported with their pushes).
         try:
             stats = server.stats().result(timeout=2)
         except Exception:  # noqa: BLE001 - its worker may be dying; the check follows
@@ -643,6 +706,12 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                       **counts_record(merge_counts(base_counts, stats))}
             if last_perp is not None:
                 record["train/perplexity"] = last_perp
+            try:
+                bound = meter.live(server.progress().result(timeout=2))
+            except Exception:  # noqa: BLE001 - as above
+                bound = None
+            if bound is not None:
+                record[BOUND_KEY] = bound
             live.publish(record)
 
     start = ckpt.passes_done
@@ -676,6 +745,10 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
                 "time/wait_s": sum(r["wait_s"] for r in results),
                 **counts_record(counts),
             }
+            reported = server.progress().result()
+            bound = meter.end_pass(reported)
+            if bound is not None:
+                record[BOUND_KEY] = bound
             stop = False
             # The server's state after the pass, fetched once for the bound and the
             # checkpoint (nothing changes it in between).
@@ -709,7 +782,12 @@ def _run_passes(handle: ClusterHandle, shards: list[Any], ckpt: _Checkpoint,
             if progress is not None:
                 progress(record)
             if live is not None:
-                live.publish(record, force=True)
+                # The page's curve is per window, as between passes (BoundMeter).
+                point = {k: v for k, v in record.items() if k != BOUND_KEY}
+                bound = meter.live(reported)
+                if bound is not None:
+                    point[BOUND_KEY] = bound
+                live.publish(point, force=True)
             if stop:
                 break
         # The last pass ended with a checkpoint, so ckpt holds the server's final

@@ -57,6 +57,41 @@ def metrics_page_url(dashboard_link: str | None, fit_id: str | None = None
     return f"{url}?fit={fit_id}" if fit_id else url
 
 
+def live_page_banner(dashboard_link: str | None, page_url: str | None) -> str:
+    """The lines a verbose fit (and the command line) prints about where to watch it.
+
+    Dask's own pages cannot link to the live metrics page: ``distributed`` has no API
+    to add a page to its dashboard's navigation bar or "More..." menu (both are lists
+    fixed when the scheduler starts, ``distributed.dashboard.scheduler``), and the
+    only supported extension, the ``distributed.scheduler.http.routes`` setting, adds
+    routes, not links, and only to a scheduler started after it is set. So the page's
+    URL is printed, next to the dashboard's; the page links back to the dashboard.
+
+    Parameters
+    ----------
+    dashboard_link : str or None
+        Dask's dashboard link.
+    page_url : str or None
+        The live metrics page (:func:`metrics_page_url`).
+
+    Returns
+    -------
+    str
+        Several lines, or ``""`` when there is neither.
+    """
+    if not dashboard_link and not page_url:
+        return ""
+    lines = ["=" * 72]
+    if dashboard_link:
+        lines.append(f"Dask dashboard: {dashboard_link}")
+    if page_url:
+        lines.append(f"Live training metrics: {page_url}")
+        lines.append("  (a dask-dpsgd page on the dashboard's server: Dask's own pages "
+                     "have no link to it)")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
 def _scalar(value: Any) -> float | int | str | None:
     """A JSON- and msgpack-safe scalar: numpy numbers to Python, NaN/inf to None."""
     if value is None or isinstance(value, str):

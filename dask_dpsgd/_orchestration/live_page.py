@@ -34,7 +34,10 @@ logger = logging.getLogger(__name__)
 
 # Curves of each kind of fit: (title, y-axis keys). x is always time/elapsed_s.
 PANELS = {
-    "lda": [("Training perplexity (at evaluated passes)", ["train/perplexity"]),
+    "lda": [("Minibatch per-word bound (documents part, training data; higher is "
+             "better)", ["train/minibatch_bound_per_word"]),
+            ("Training perplexity (only with evaluate_every > 0)",
+             ["train/perplexity"]),
             ("Updates applied", ["train/updates"])],
     "a2c": [("Mean return, last 100 episodes", ["rollout/ep_rew_mean"]),
             ("Timesteps", ["time/total_timesteps"])],
@@ -42,6 +45,9 @@ PANELS = {
 COMMON_PANELS = [("Updates per second", ["time/updates_per_s"]),
                  ("Staleness", ["train/staleness_mean", "train/staleness_max"])]
 COLORS = ("#1f77b4", "#d62728")
+# Legend corner of a panel, by its first key, where the default (top left) would hide
+# a curve that rises to its top.
+LEGEND_AT = {"train/minibatch_bound_per_word": "bottom_right"}
 # JSON has no NaN: unknown values travel as null, which BokehJS would plot as 0.
 _NULL_TO_NAN = """
 const out = {};
@@ -155,7 +161,7 @@ def bokeh_page(store: MetricsStore, fit_id: str) -> str:
             fig.line("time/elapsed_s", y, source=source, color=color, legend_label=label)
             fig.scatter("time/elapsed_s", y, source=source, color=color, size=4,
                         legend_label=label)
-        fig.legend.location = "top_left"
+        fig.legend.location = LEGEND_AT.get(ys[0], "top_left")
         figures.append(fig)
     header = Div(text=(
         f"<h2>dask-dpsgd: {html.escape(fit['title'])}</h2>"

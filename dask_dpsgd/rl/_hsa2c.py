@@ -22,7 +22,7 @@ from dask_dpsgd._orchestration.hsa2c import (
     run_episodes,
     run_hsa2c,
 )
-from dask_dpsgd._orchestration.live import live_metrics
+from dask_dpsgd._orchestration.live import live_metrics, live_page_banner
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
@@ -370,10 +370,9 @@ default="auto"
             if self.verbose:
                 bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
                            unit="step")
-                if handle.dashboard_link:
-                    bar.write(f"Dask dashboard: {handle.dashboard_link}")
-                if live.url:
-                    bar.write(f"Live training metrics: {live.url}")
+                banner = live_page_banner(handle.dashboard_link, live.url)
+                if banner:
+                    bar.write(banner)
 
             def progress(record: dict[str, Any]) -> None:
                 if bar is not None:

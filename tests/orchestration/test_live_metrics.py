@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -159,6 +160,64 @@ def test_lda_metrics_are_live_on_the_dashboard(dashboard_client, nips):
     perp = [p for p in fit["series"]["train/perplexity"] if p is not None]
     assert perp and all(p > 1 for p in perp)
     assert perp[-1] == pytest.approx(lda.history_[-1]["train/perplexity"])
+
+
+def test_lda_default_run_plots_the_minibatch_bound(dashboard_client, nips):
+    """Without evaluate_every (the default) the LDA page still has a training curve:
+    the minibatch per-word bound the workers' E-steps report with their pushes."""
+    from dask_dpsgd import DPSVILatentDirichletAllocation as LDA
+
+    X = nips[0][:400]
+    lda = LDA(n_components=8, max_iter=3, batch_size=16, random_state=0, n_workers=2,
+              threads_per_worker=1)
+    with dashboard_client.as_current():
+        lda.fit(X)
+    base = dashboard_client.dashboard_link.rsplit("/status", 1)[0]
+    fit_id = lda.live_metrics_url_.rsplit("=", 1)[1]
+    (fit,) = json.loads(_get(f"{base}/dpsgd/metrics.json?fit={fit_id}")[1])["fits"]
+    series = fit["series"]
+    assert all(p is None for p in series.get("train/perplexity", [None]))
+    bound = [b for b in series["train/minibatch_bound_per_word"] if b is not None]
+    # A value (per window) with every pass's record at least, all finite per-word
+    # log-likelihood bounds (negative: a probability per token below 1).
+    assert len(bound) >= 3
+    assert all(math.isfinite(b) and -30 < b < 0 for b in bound)
+    assert fit["latest"]["train/minibatch_bound_per_word"] == bound[-1]
+    # history_ has it per pass (over the pass's minibatches).
+    per_pass = [r["train/minibatch_bound_per_word"] for r in lda.history_]
+    assert len(per_pass) == 3 and all(math.isfinite(b) and b < 0 for b in per_pass)
+    # The page plots it under an honest title.
+    status, page = _get(lda.live_metrics_url_)
+    assert status == 200
+    assert b"Minibatch per-word bound (documents part, training data" in page
+
+
+def test_bound_meter_windows_the_servers_sums():
+    from dask_dpsgd._orchestration.dpsvi import BoundMeter
+
+    meter = BoundMeter()
+
+    def rep(total, tokens):
+        return {"bound_sum": total, "bound_tokens": tokens, "bound_updates": 0}
+
+    assert meter.live(rep(0.0, 0.0)) is None  # nothing applied yet
+    assert meter.live(rep(-80.0, 10.0)) == -8.0
+    assert meter.live(rep(-80.0, 10.0)) == -8.0  # no new minibatch: the last value
+    assert meter.live(rep(-140.0, 20.0)) == -6.0  # the window since the last value
+    assert meter.end_pass(rep(-140.0, 20.0)) == -7.0  # the whole pass
+    assert meter.end_pass(rep(-150.0, 25.0)) == -2.0
+    assert meter.end_pass(rep(-150.0, 25.0)) is None
+
+
+def test_banner_says_where_the_page_is():
+    from dask_dpsgd._orchestration.live import live_page_banner
+
+    text = live_page_banner("http://127.0.0.1:1/status",
+                            "http://127.0.0.1:1/dpsgd/status?fit=lda-1")
+    assert "Dask dashboard: http://127.0.0.1:1/status" in text
+    assert "Live training metrics: http://127.0.0.1:1/dpsgd/status?fit=lda-1" in text
+    assert "no link to it" in text
+    assert live_page_banner(None, None) == ""
 
 
 def test_a2c_metrics_are_live_on_the_dashboard(dashboard_client):
