@@ -214,6 +214,22 @@ def effective_mode(slots: tuple[WorkerSlot, ...] | list[WorkerSlot]) -> str:
     return "dpsgd" if many_threads else "parameter-server"
 
 
+def apply_n_jobs(threads: int, n_jobs: int | None) -> int:
+    """Numba threads of a worker whose budget is ``threads``, under ``n_jobs``.
+
+    scikit-learn's ``n_jobs`` with joblib's arithmetic, applied to each worker's
+    budget ``n_cpus = threads`` (its share of its host's cores, or its
+    ``NUMBA_NUM_THREADS``): ``None`` keeps the budget; a positive value caps it; a
+    negative one gives ``n_cpus + 1 + n_jobs`` threads (``-1``: all, ``-2``: all but
+    one), at least 1, as ``joblib.effective_n_jobs`` does. The caller refuses 0.
+    """
+    if n_jobs is None:
+        return threads
+    if n_jobs > 0:
+        return min(threads, n_jobs)
+    return max(1, threads + 1 + n_jobs)
+
+
 def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
             threads_per_worker: int | None, cap: int | None = None
             ) -> tuple[WorkerSlot, ...]:
@@ -240,8 +256,8 @@ def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
         else:
             # Share the host's cores between the workers of this fit on it.
             threads = max(1, min(max_threads, int(p["cores"]) // per_host[p["host"]]))
-        if threads_per_worker is None and cap is not None:
-            threads = min(threads, cap)
+        if threads_per_worker is None:
+            threads = apply_n_jobs(threads, cap)
         slots.append(WorkerSlot(a, threads))
     return tuple(slots)
 
@@ -265,7 +281,8 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
         cluster cannot give (``"dpsgd"`` on a 2-core machine, ``"parameter-server"`` on a
         1-worker cluster, ...) is an error, never silently another mode.
     thread_cap : int or None
-        Upper bound on the budgeted threads (scikit-learn's ``n_jobs``).
+        scikit-learn's ``n_jobs``, applied to each worker's budgeted threads by
+        :func:`apply_n_jobs` (not to an explicit ``threads_per_worker``).
     verbose : int
         Log the dashboard link at INFO when > 0.
 
@@ -298,8 +315,8 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     if parallelism == "dpsgd" and n_workers is None and threads_per_worker is None:
         threads_per_worker = max(2, _auto_threads(cores))
     m, p = default_layout(n_workers, threads_per_worker, cores)
-    if threads_per_worker is None and thread_cap is not None:
-        p = min(p, thread_cap)
+    if threads_per_worker is None:
+        p = apply_n_jobs(p, thread_cap)
     # A daemon process (a multiprocessing pool's worker) cannot start processes.
     processes = not multiprocessing.current_process().daemon
     cluster_kwargs = dict(

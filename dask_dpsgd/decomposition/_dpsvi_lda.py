@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -16,13 +17,18 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    check_is_fitted,
+    check_non_negative,
+    validate_data,
+)
 
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
 from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
-from dask_dpsgd._orchestration.live import live_metrics
+from dask_dpsgd._orchestration.live import live_metrics, live_page_banner
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
@@ -39,11 +45,13 @@ from dask_dpsgd.exceptions import _warn_stale_updates
 
 
 def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: int,
-                     tol: float) -> np.ndarray:
+                     tol: float, result_dtype: Any = np.float64) -> np.ndarray:
     """Unnormalised ``gamma`` of a block of documents (scikit-learn's transform E-step).
 
     Also the function applied to each row chunk of a Dask array, so it validates the
-    counts itself (on the worker holding the chunk).
+    counts itself (on the worker holding the chunk). Computed in float64, returned as
+    ``result_dtype`` (the model's: scikit-learn's transform output follows
+    ``components_``).
     """
     X = sp.csr_matrix(X, dtype=np.float64, copy=True)  # never touch the caller's data
     if X.nnz:
@@ -54,7 +62,19 @@ def _transform_block(X: Any, exp_beta_wm: np.ndarray, alpha: float, max_iter: in
         lda_kernels.run_estep(X.indptr.astype(np.int64), X.indices.astype(np.int64),
                               X.data, exp_beta_wm, gamma, alpha, max_iter, tol, False,
                               True)
-    return gamma
+    return gamma.astype(result_dtype, copy=False)
+
+
+def _warn_undefined_bound(est: Any, what: str, stacklevel: int) -> None:
+    """Warn that the variational bound is NaN because a prior is 0 (improper)."""
+    zero = [name for name in ("doc_topic_prior_", "topic_word_prior_")
+            if getattr(est, name) == 0]
+    if zero:
+        warnings.warn(
+            f"{what} is NaN: with {' and '.join(n.rstrip('_') + '=0' for n in zero)} the "
+            "Dirichlet prior is improper and the variational bound undefined (as in "
+            "scikit-learn); the topics and transform are not affected",
+            RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
@@ -78,16 +98,26 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     ----------
     n_components : int, default=10
         Number of topics ``K``.
-    doc_topic_prior : float, default=None
-        ``alpha``; ``None`` means ``1 / n_components``.
-    topic_word_prior : float, default=None
-        ``eta``; ``None`` means ``1 / n_components``.
+    doc_topic_prior : float in [0, 1], default=None
+        ``alpha``, the prior of the document-topic distribution ``theta``; ``None``
+        means ``1 / n_components``. With 0 the Dirichlet prior is improper: the fit and
+        :meth:`transform` work, but the variational bound (``score``, ``perplexity``,
+        ``bound_``, ``train/perplexity``, ``train/minibatch_bound_per_word``) is
+        undefined and NaN, as in scikit-learn (with a warning).
+    topic_word_prior : float in [0, 1], default=None
+        ``eta``, the prior of the topic-word distribution ``beta``; ``None`` means
+        ``1 / n_components``. With 0, as ``doc_topic_prior``, but the minibatch bound
+        (no topic-word term) stays finite, unless ``learning_decay=0`` too: each update
+        then keeps only its minibatch's words, and a word of probability 0 makes it
+        ``-inf`` (NaN in later differences).
     learning_method : {"online"}, default="online"
         Only online (stochastic) variational Bayes is distributed; scikit-learn's
         ``"batch"`` is refused with an explanation.
-    learning_decay : float, default=0.7
-        ``kappa`` in ``rho_t = (learning_offset + t) ** -kappa``, in (0.5, 1] for
-        convergence.
+    learning_decay : float in [0, 1], default=0.7
+        ``kappa`` in ``rho_t = (learning_offset + t) ** -kappa``; (0.5, 1] guarantees
+        asymptotic convergence. 0 gives ``rho_t = 1`` (each update replaces ``lambda``
+        by its minibatch's estimate): with one worker and ``batch_size >= n_samples``,
+        scikit-learn's batch update.
     learning_offset : float, default=10.0
         ``tau_0``, down-weights early iterations.
     max_iter : int, default=10
@@ -106,12 +136,20 @@ class DPSVILatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, Transforme
     max_doc_update_iter : int, default=100
         Maximum E-step iterations per document.
     n_jobs : int, default=None
-        scikit-learn's parallelism knob, kept for drop-in use: a positive value caps the
-        numba threads per worker chosen automatically (``None`` or ``-1``: no cap);
-        ``threads_per_worker`` takes precedence.
+        scikit-learn's parallelism knob, with joblib's arithmetic, applied to the numba
+        threads of each worker whose threads are budgeted automatically
+        (``threads_per_worker=None``; an explicit ``threads_per_worker`` takes
+        precedence). With ``n_cpus`` the threads a worker would get without it (its
+        share of its host's cores, or its ``NUMBA_NUM_THREADS``): ``None`` uses
+        ``n_cpus``; a positive value caps it (``min(n_jobs, n_cpus)``); a negative value
+        uses ``n_cpus + 1 + n_jobs`` threads, at least 1, as ``joblib.effective_n_jobs``
+        does (``-1``: all ``n_cpus``; ``-2``: all but one). ``0`` is an error, as in
+        scikit-learn.
     verbose : int, default=0
-        0: silent. 1: a progress bar over passes with docs/s, staleness and
-        perplexity, and the dashboard link of an embedded cluster in the log.
+        0: silent. 1: a progress bar over passes with docs/s, staleness, the minibatch
+        per-word bound and perplexity (when evaluated), and the links of the Dask
+        dashboard and of the live training metrics page (see
+        ``live_metrics_url_``).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial ``lambda`` (drawn exactly as scikit-learn draws it) and every
         worker's random stream.
@@ -179,17 +217,19 @@ default="auto"
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
-        Variational topic-word parameters ``lambda``.
+        Variational topic-word parameters ``lambda``: float32 when the training data
+        of ``fit`` (or of the first ``partial_fit``) is float32, else float64, as in
+        scikit-learn (see Notes).
     exp_dirichlet_component_ : ndarray of shape (n_components, n_features)
-        ``exp(E[log beta])``.
+        ``exp(E[log beta])``, of ``components_``'s dtype.
     n_batch_iter_ : int
         Number of SVI steps applied, plus one (scikit-learn's convention).
     n_iter_ : int
         Passes over the data.
     bound_ : float
-        Final perplexity on the training set.
+        Final perplexity on the training set (set by :meth:`fit`).
     doc_topic_prior_, topic_word_prior_ : float
-        Priors used.
+        Priors used (the parameters as given, or ``1 / n_components``).
     random_state_ : RandomState instance
         Generator built from ``random_state`` by ``fit`` (or the first
         ``partial_fit``).
@@ -227,11 +267,22 @@ default="auto"
         Sum of ``updates_lost`` over ``recovery_events_``.
     history_ : list of dict
         One record per pass: ``time/docs_per_s``, ``train/staleness_mean``,
-        ``comm/bytes_pushed``, ``train/perplexity`` (when evaluated), ...
+        ``comm/bytes_pushed``, ``train/minibatch_bound_per_word``,
+        ``train/perplexity`` (when evaluated), ... ``train/minibatch_bound_per_word``
+        is the documents part of the variational bound (``E[log p(w | theta, beta)] +
+        E[log p(theta | alpha)] - E[log q(theta | gamma)]``: the per-document terms of
+        Hoffman et al.'s bound, without the topic-word term) of the pass's applied
+        minibatches, divided by their tokens: each minibatch's part as its worker's
+        E-step found it, at the parameters it pulled, before its own update (so in the
+        first pass on documents not trained on yet). A by-product of the E-step,
+        computed on every fit; it is not ``-log(perplexity)`` (no topic-word term,
+        stale parameters, training data).
     live_metrics_url_ : str or None
-        The last fit's page of live curves on the Dask dashboard
+        The last fit's page of live curves on the Dask dashboard's server
         (``.../dpsgd/status?fit=<id>``; :doc:`/live_metrics`); None without a dashboard. It
-        lives as long as the cluster's scheduler.
+        lives as long as the cluster's scheduler. Dask's own pages cannot link to it
+        (``distributed`` has no API to add a link to its navigation bar), so
+        ``verbose`` prints it next to the dashboard's link.
 
     See Also
     --------
@@ -257,6 +308,44 @@ default="auto"
     The embedded cluster is sized by ``parallelism`` (see there) unless ``n_workers`` /
     ``threads_per_worker`` say otherwise.
 
+    **Differences from scikit-learn.** Parameters, methods, their signatures, fitted
+    attributes, parameter intervals, the initial ``lambda`` for a given
+    ``random_state``, ``get_feature_names_out`` and output dtypes are scikit-learn's
+    (checked against it in ``tests/decomposition/test_sklearn_parity.py``). What
+    differs, and why:
+
+    - ``learning_method`` defaults to ``"online"`` and ``"batch"`` is refused: DPSGD
+      distributes minibatch updates.
+    - Extra parameters (``n_workers`` to ``warmup_updates``) and fitted attributes
+      (``parallelism_`` to ``live_metrics_url_``) describe the distributed run. With
+      the defaults, the topics differ from scikit-learn's for the same
+      ``random_state``: the initial ``lambda`` is the same, but each worker draws the
+      E-step's initial ``gamma`` from its own stream (seeded from ``random_state_``,
+      whose state after ``fit`` therefore differs from scikit-learn's), and several
+      workers apply their updates asynchronously. With one worker fed scikit-learn's
+      draws, the topics are scikit-learn's to rounding.
+    - ``n_jobs`` sets numba threads per Dask worker, not joblib jobs: ``None`` means
+      every core of the worker's budget (scikit-learn: 1 job), a positive value larger
+      than the budget does not oversubscribe, and joblib's ``parallel_config`` context
+      has no effect.
+    - float32 input: the arithmetic is float64 and the results are cast to float32
+      (scikit-learn computes in float32); the dtypes of ``components_``,
+      ``exp_dirichlet_component_`` and of ``transform``'s output are scikit-learn's.
+    - ``get_feature_names_out`` returns scikit-learn's names,
+      ``latentdirichletallocation0``, ..., not ones prefixed with this class's name,
+      so that pipelines and ``set_output(transform="pandas")`` columns keyed on them
+      keep working when one estimator replaces the other.
+    - ``n_iter_`` counts the passes made. When ``evaluate_every`` stops a fit early,
+      scikit-learn's is one less (it does not count the pass that triggered the
+      stop).
+    - ``perplexity`` checks that ``X`` has the fitted number of features (scikit-learn
+      resets ``n_features_in_`` there instead).
+    - Training data without a single positive count is refused (scikit-learn fits it
+      and reports an infinite ``bound_``).
+    - ``transform``, ``fit`` and ``partial_fit`` also take Dask arrays (``transform``
+      then returns one), computed where their chunks live.
+    - ``verbose`` shows a progress bar (scikit-learn prints a line per pass).
+
     References
     ----------
     S. Mohamad, H. Alamri, A. Bouchachia. Scaling up stochastic gradient descent for
@@ -278,10 +367,10 @@ default="auto"
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 0, None, closed="neither")],
-        "doc_topic_prior": [None, Interval(Real, 0, 1, closed="right")],
-        "topic_word_prior": [None, Interval(Real, 0, 1, closed="right")],
+        "doc_topic_prior": [None, Interval(Real, 0, 1, closed="both")],
+        "topic_word_prior": [None, Interval(Real, 0, 1, closed="both")],
         "learning_method": [StrOptions({"online", "batch"})],
-        "learning_decay": [Interval(Real, 0, 1, closed="right")],
+        "learning_decay": [Interval(Real, 0, 1, closed="both")],
         "learning_offset": [Interval(Real, 1.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 0, None, closed="neither")],
@@ -342,7 +431,7 @@ default="auto"
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
         tags.input_tags.sparse = True
-        tags.transformer_tags.preserves_dtype = ["float64"]
+        tags.transformer_tags.preserves_dtype = ["float32", "float64"]
         # Several workers apply pushes in arrival order, which varies run to run.
         tags.non_deterministic = (self.n_workers != 1
                                   and self.parallelism not in ("serial", "hogwild"))
@@ -358,16 +447,20 @@ default="auto"
             )
 
     def _thread_cap(self) -> int | None:
-        """``n_jobs`` as a cap on numba threads per worker (None: no cap)."""
-        if self.n_jobs is None or self.n_jobs == -1:
+        """``n_jobs`` for the thread budget (``cluster.apply_n_jobs``); 0 is refused."""
+        if self.n_jobs is None:
             return None
-        if self.n_jobs == 0 or self.n_jobs < -1:
-            raise ValueError(f"n_jobs={self.n_jobs} has no meaning here; use None, -1 or "
-                             "a positive int (numba threads per worker at most)")
+        if self.n_jobs == 0:
+            raise ValueError(
+                "n_jobs=0 has no meaning (as in scikit-learn and joblib); use None, a "
+                "positive int (at most that many numba threads per worker) or a "
+                "negative one (-1: all of each worker's cores, -2: all but one, ...)")
         return int(self.n_jobs)
 
-    def _check_X(self, X: Any, *, reset: bool, whom: str) -> Any:
-        """Validated float64 CSR counts (or a Dask array checked on its workers)."""
+    def _check_X(self, X: Any, *, reset: bool, whom: str) -> tuple[Any, Any]:
+        """Validated float64 CSR counts (or a Dask array checked on its workers), and
+        the dtype of the model they make when ``reset`` (scikit-learn's rule: float32
+        input, float32 model; anything else, float64)."""
         if is_dask_array(X):
             if X.ndim != 2:
                 raise ValueError(f"{whom}: expected a 2D Dask array, got {X.ndim}D")
@@ -384,41 +477,50 @@ default="auto"
                 raise ValueError(
                     f"X has {X.shape[1]} features, but {type(self).__name__} is "
                     f"expecting {self.n_features_in_} features as input.")
-            return X
+            return X, (np.float32 if X.dtype == np.float32 else np.float64)
         X = validate_data(self, X, reset=reset, accept_sparse="csr",
                           dtype=[np.float64, np.float32])
+        dtype = X.dtype.type
         check_non_negative(X, whom)
         # A copy: sum_duplicates/sort_indices work in place, and validate_data returns
         # the caller's own float64 CSR matrix.
         X = sp.csr_matrix(X, dtype=np.float64, copy=True)
         X.sum_duplicates()
         X.sort_indices()
-        return X
+        return X, dtype
 
-    def _init_latent_vars(self, n_features: int) -> None:
+    def _init_latent_vars(self, n_features: int, dtype: Any = np.float64) -> None:
         # Same draws as scikit-learn's _init_latent_vars, so a fixed random_state starts
-        # both estimators from the same lambda.
+        # both estimators from the same lambda (cast to the model's dtype, as there).
         self.random_state_ = check_random_state(self.random_state)
         self.n_batch_iter_ = 1
         self.n_iter_ = 0
         self.doc_topic_prior_ = (1.0 / self.n_components if self.doc_topic_prior is None
-                                 else float(self.doc_topic_prior))
+                                 else self.doc_topic_prior)
         self.topic_word_prior_ = (1.0 / self.n_components
                                   if self.topic_word_prior is None
-                                  else float(self.topic_word_prior))
-        self.components_ = self.random_state_.gamma(100.0, 0.01,
-                                                     (self.n_components, n_features))
+                                  else self.topic_word_prior)
+        self.components_ = self.random_state_.gamma(
+            100.0, 0.01, (self.n_components, n_features)).astype(dtype, copy=False)
         self._update_exp_dirichlet()
 
     def _update_exp_dirichlet(self) -> None:
+        """``exp(E[log beta])`` of ``components_``: float64 arithmetic, its dtype."""
         from dask_dpsgd._kernels.special import dirichlet_expectation
 
-        self.exp_dirichlet_component_ = np.exp(dirichlet_expectation(self.components_))
+        self.exp_dirichlet_component_ = np.exp(
+            dirichlet_expectation(self.components_)).astype(self.components_.dtype,
+                                                            copy=False)
+
+    def _lambda64(self) -> np.ndarray:
+        """``components_`` in float64, the dtype of every computation."""
+        return np.asarray(self.components_, dtype=np.float64)
 
     def _config(self, total_samples: float) -> DPSVIConfig:
         return DPSVIConfig(
-            n_components=self.n_components, doc_topic_prior=self.doc_topic_prior_,
-            topic_word_prior=self.topic_word_prior_,
+            n_components=self.n_components,
+            doc_topic_prior=float(self.doc_topic_prior_),
+            topic_word_prior=float(self.topic_word_prior_),
             learning_offset=float(self.learning_offset),
             learning_decay=float(self.learning_decay), batch_size=self.batch_size,
             total_samples=float(total_samples),
@@ -446,15 +548,17 @@ default="auto"
                              handle.dashboard_link) as live:
             if self.verbose:
                 bar = tqdm(total=n_passes, desc="DPSVI passes", unit="pass")
-                if handle.dashboard_link:
-                    bar.write(f"Dask dashboard: {handle.dashboard_link}")
-                if live.url:
-                    bar.write(f"Live training metrics: {live.url}")
+                banner = live_page_banner(handle.dashboard_link, live.url)
+                if banner:
+                    bar.write(banner)
 
             def progress(record: dict[str, Any]) -> None:
                 if bar is not None:
                     post = {"docs/s": f"{record['time/docs_per_s']:.0f}",
                             "stale": f"{record['train/staleness_mean']:.2f}"}
+                    if "train/minibatch_bound_per_word" in record:
+                        post["bound/word"] = (
+                            f"{record['train/minibatch_bound_per_word']:.3f}")
                     if "train/perplexity" in record:
                         post["perplexity"] = f"{record['train/perplexity']:.1f}"
                     bar.set_postfix(post)
@@ -464,7 +568,7 @@ default="auto"
                 self.max_staleness, total_updates, len(handle.slots), int(self.prefetch))
             try:
                 result, events = fit_dpsvi(
-                    handle, X, np.ascontiguousarray(self.components_.T), cfg,
+                    handle, X, np.ascontiguousarray(self._lambda64().T), cfg,
                     first_step=self.n_batch_iter_, start_pass=start_pass,
                     n_passes=start_pass + n_passes,
                     warmup_updates=int(self.warmup_updates),
@@ -477,7 +581,8 @@ default="auto"
                 if bar is not None:
                     bar.close()
             record_layout(self, handle.slots)
-        self.components_ = np.ascontiguousarray(result.lam.T)
+        self.components_ = np.ascontiguousarray(result.lam.T).astype(
+            self.components_.dtype, copy=False)
         self._update_exp_dirichlet()
         self.n_batch_iter_ = result.n_batch_iter
         self.n_iter_ += result.n_passes - start_pass
@@ -490,7 +595,9 @@ default="auto"
         self.comm_bytes_pushed_ = stats["bytes_pushed"]
         self.comm_bytes_pulled_ = stats["bytes_pulled"]
         if result.train_perplexity is not None:
-            self.bound_ = result.train_perplexity
+            self.bound_ = np.float64(result.train_perplexity)
+            if np.isnan(self.bound_):
+                _warn_undefined_bound(self, "bound_", stacklevel=3)
         if stats["n_received"] != result.pushes_sent or (
                 stats["n_applied"] + rejected != stats["n_received"]):
             raise RuntimeError(
@@ -525,10 +632,10 @@ default="auto"
         """
         self._check_params_vs_input()
         whom = "DPSVILatentDirichletAllocation.fit"
-        X = self._check_X(X, reset=True, whom=whom)
+        X, dtype = self._check_X(X, reset=True, whom=whom)
         if sp.issparse(X):
             check_counts(X, whom)
-        self._init_latent_vars(X.shape[1])
+        self._init_latent_vars(X.shape[1], dtype)
         start_pass, entropy, on_checkpoint, raw0 = 0, None, None, None
         if self.checkpoint_path is not None:
             fingerprint = self._fingerprint(X.shape)
@@ -566,7 +673,7 @@ default="auto"
             raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid topics "
                              f"(shape {lam.shape}, expected {self.components_.shape}, "
                              "positive and finite)")
-        self.components_ = lam
+        self.components_ = lam.astype(self.components_.dtype, copy=False)
         self._update_exp_dirichlet()
         self.n_batch_iter_ = int(meta["n_batch_iter"])
         self.n_iter_ = int(meta["passes_done"])
@@ -609,11 +716,11 @@ default="auto"
         self._check_params_vs_input()
         first_time = not hasattr(self, "components_")
         whom = "DPSVILatentDirichletAllocation.partial_fit"
-        X = self._check_X(X, reset=first_time, whom=whom)
+        X, dtype = self._check_X(X, reset=first_time, whom=whom)
         if sp.issparse(X):
             check_counts(X, whom)
         if first_time:
-            self._init_latent_vars(X.shape[1])
+            self._init_latent_vars(X.shape[1], dtype)
         self._train(X, total_samples=self.total_samples, n_passes=1, evaluate_every=0,
                     compute_bound=False,
                     total_updates=(self.n_batch_iter_ - 1
@@ -622,11 +729,15 @@ default="auto"
         return self
 
     def _unnormalized_transform(self, X: Any) -> Any:
-        exp_beta_wm = np.ascontiguousarray(self.exp_dirichlet_component_.T)
-        args = dict(exp_beta_wm=exp_beta_wm, alpha=self.doc_topic_prior_,
-                    max_iter=self.max_doc_update_iter, tol=float(self.mean_change_tol))
+        exp_beta_wm = np.ascontiguousarray(self.exp_dirichlet_component_.T,
+                                           dtype=np.float64)
+        dtype = self.components_.dtype
+        args = dict(exp_beta_wm=exp_beta_wm, alpha=float(self.doc_topic_prior_),
+                    max_iter=self.max_doc_update_iter, tol=float(self.mean_change_tol),
+                    result_dtype=dtype)
         if is_dask_array(X):
-            return map_row_blocks(X, _transform_block, self.n_components, **args)
+            return map_row_blocks(X, _transform_block, self.n_components,
+                                  out_dtype=dtype, **args)
         return _transform_block(X, **args)
 
     def transform(self, X, *, normalize=True):
@@ -642,10 +753,12 @@ default="auto"
         Returns
         -------
         doc_topic_distr : ndarray of shape (n_samples, n_components)
-            A Dask array when X is one.
+            A Dask array when X is one. Of ``components_``'s dtype (float32 for a
+            model fitted on float32 data), as in scikit-learn.
         """
         check_is_fitted(self)
-        X = self._check_X(X, reset=False, whom="DPSVILatentDirichletAllocation.transform")
+        X, _ = self._check_X(X, reset=False,
+                             whom="DPSVILatentDirichletAllocation.transform")
         gamma = self._unnormalized_transform(X)
         if normalize:
             gamma = gamma / gamma.sum(axis=1)[:, np.newaxis]
@@ -672,22 +785,23 @@ default="auto"
 
     def _approx_bound(self, X: sp.csr_matrix, gamma: np.ndarray,
                       sub_sampling: bool) -> float:
-        """scikit-learn's variational bound, from the kernels' terms."""
-        elog_beta_wm = lda_kernels.elog_beta_rows(
-            np.ascontiguousarray(self.components_.T), self.components_.sum(axis=1))
+        """scikit-learn's variational bound, from the kernels' terms (float64)."""
+        lam = self._lambda64()
+        elog_beta_wm = lda_kernels.elog_beta_rows(np.ascontiguousarray(lam.T),
+                                                  lam.sum(axis=1))
         score = lda_kernels.doc_bound(X.indptr.astype(np.int64),
-                                      X.indices.astype(np.int64), X.data, gamma,
-                                      elog_beta_wm, self.doc_topic_prior_)
+                                      X.indices.astype(np.int64), X.data,
+                                      np.asarray(gamma, dtype=np.float64), elog_beta_wm,
+                                      self.doc_topic_prior_)
         if sub_sampling:
             score *= float(self.total_samples) / X.shape[0]
-        return score + lda_kernels.topic_word_bound(self.components_.T,
-                                                    self.topic_word_prior_)
+        return score + lda_kernels.topic_word_bound(lam.T, self.topic_word_prior_)
 
     def _local(self, X: Any, whom: str) -> sp.csr_matrix:
         check_is_fitted(self)
         if is_dask_array(X):
             X = X.compute()
-        return self._check_X(X, reset=False, whom=whom)
+        return self._check_X(X, reset=False, whom=whom)[0]
 
     def score(self, X, y=None):
         """Approximate log-likelihood (variational bound) of X, as scikit-learn's.
@@ -702,9 +816,13 @@ default="auto"
         Returns
         -------
         score : float
+            NaN (with a warning) when a prior is 0, as in scikit-learn.
         """
         X = self._local(X, "DPSVILatentDirichletAllocation.score")
-        return self._approx_bound(X, self._unnormalized_transform(X), False)
+        score = np.float64(self._approx_bound(X, self._unnormalized_transform(X), False))
+        if np.isnan(score):
+            _warn_undefined_bound(self, "score", stacklevel=2)
+        return score
 
     def perplexity(self, X, sub_sampling=False):
         """Approximate perplexity ``exp(-bound / tokens)``, as scikit-learn's.
@@ -719,14 +837,39 @@ default="auto"
         Returns
         -------
         score : float
-            Perplexity.
+            Perplexity; NaN (with a warning) when a prior is 0, as in scikit-learn.
         """
         X = self._local(X, "DPSVILatentDirichletAllocation.perplexity")
         bound = self._approx_bound(X, self._unnormalized_transform(X), sub_sampling)
         word_cnt = X.sum()
         if sub_sampling:
             word_cnt *= float(self.total_samples) / X.shape[0]
-        return float(np.exp(-bound / word_cnt))
+        perplexity = np.exp(-np.float64(bound) / word_cnt)
+        if np.isnan(perplexity):
+            _warn_undefined_bound(self, "perplexity", stacklevel=2)
+        return perplexity
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the topics, scikit-learn's: ``latentdirichletallocation0``, ...
+
+        The same names as :class:`sklearn.decomposition.LatentDirichletAllocation`
+        (not prefixed with this class's name), so that pipelines and pandas output
+        keyed on them keep working when one estimator replaces the other.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``n_components`` names.
+        """
+        check_is_fitted(self, "_n_features_out")
+        _check_feature_names_in(self, input_features, generate_names=False)
+        return np.asarray([f"latentdirichletallocation{i}"
+                           for i in range(self._n_features_out)], dtype=object)
 
     @property
     def _n_features_out(self) -> int:
