@@ -126,7 +126,7 @@ def test_accounting_holds_with_8_workers_pushing_on_2_cores(crowded, nips_counts
     # Quality: finite, and many passes (even with rejections) beat a single one.
     assert lda.bound_ < one.bound_
     assert np.isfinite(lda.perplexity(nips_counts[:200]))
-    assert len(crowded.scheduler_info()["workers"]) == 8
+    assert len(crowded.scheduler_info(n_workers=-1)["workers"]) == 8
 
 
 class _Staller(threading.Thread):
@@ -187,7 +187,7 @@ def test_paused_worker_pushes_arrive_late_and_meet_the_staleness_rule(crowded):
               warmup_updates=0, max_staleness=None)
     pushes = -(-N_DOCS // 8)
     with crowded.as_current():
-        victim = sorted(crowded.scheduler_info()["workers"])[-1]
+        victim = sorted(crowded.scheduler_info(n_workers=-1)["workers"])[-1]
         base = LDA(**kw).fit(_nips())
         _assert_accounting(base)
         assert base.n_updates_applied_ == pushes and base.n_updates_rejected_ == 0
@@ -211,7 +211,7 @@ def test_paused_worker_pushes_arrive_late_and_meet_the_staleness_rule(crowded):
         assert strict.n_pushes_sent_ == pushes
         assert strict.n_updates_rejected_ >= 1
         assert strict.n_iter_ == 1
-    assert len(crowded.scheduler_info()["workers"]) == 8
+    assert len(crowded.scheduler_info(n_workers=-1)["workers"]) == 8
 
 
 def _agent_checks(agent, *, max_staleness=None) -> None:
@@ -243,7 +243,7 @@ def _stalled_agent_fit(client, victim, **kw):
 @pytest.mark.slow
 def test_agent_accounting_with_8_workers_and_a_paused_one(crowded):
     with crowded.as_current():
-        victim = sorted(crowded.scheduler_info()["workers"])[-1]
+        victim = sorted(crowded.scheduler_info(n_workers=-1)["workers"])[-1]
         HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()  # warm
         # max_staleness=3 on 8 workers sharing 2 cores: many pushes are rejected,
         # the stalled worker's among them; the steps of rejected pushes do not count,
@@ -258,14 +258,14 @@ def test_agent_accounting_with_8_workers_and_a_paused_one(crowded):
         assert late.n_updates_rejected_ == 0
         assert late.staleness_max_ >= 50
     assert strict.n_workers_ == late.n_workers_ == 8
-    assert len(crowded.scheduler_info()["workers"]) == 8
+    assert len(crowded.scheduler_info(n_workers=-1)["workers"]) == 8
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["lda", "agent"])
 def test_staleness_summary_stays_exact_beyond_255(crowded, estimator):
     with crowded.as_current():
-        victim = sorted(crowded.scheduler_info()["workers"])[-1]
+        victim = sorted(crowded.scheduler_info(n_workers=-1)["workers"])[-1]
         if estimator == "lda":
             # 750 tiny minibatches in one pass; a 3 s stall lets the 7 others apply
             # several hundred updates before the stalled worker's push arrives.
