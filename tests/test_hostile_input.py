@@ -261,23 +261,26 @@ def test_other_feature_count_is_refused_naming_both(client, n_fit, n_other, fmt,
 # ---------------------------------------------------------------- (c) bad parameters
 
 _ints = st.integers(-10**6, 10**6)
+# Below zero (hypothesis orders -0.0 below 0.0, and -0.0 passes a check for >= 0).
+_NEGATIVE = st.floats(max_value=0.0, exclude_max=True).filter(lambda v: v < 0)
+# Outside scikit-learn's closed interval [0, 1] (priors, learning_decay).
+_OUTSIDE_0_1 = _NEGATIVE | st.floats(min_value=1.0, exclude_min=True)
 _WRONG_TYPES = st.sampled_from(["3", "ten", 2.5, [1], b"1"])
 BAD_LDA_PARAMS = st.one_of(
     st.tuples(st.just("n_components"), st.integers(max_value=0) | _WRONG_TYPES),
     st.tuples(st.just("learning_decay"),
-              st.floats(max_value=0.0) | st.floats(min_value=1.0, exclude_min=True)
-              | st.just(math.nan) | st.just("0.7")),
+              _OUTSIDE_0_1 | st.just(math.nan) | st.just("0.7")),
     st.tuples(st.just("learning_offset"),
               st.floats(max_value=1.0, exclude_max=True) | st.just(math.nan)),
     st.tuples(st.just("batch_size"), st.integers(max_value=0) | _WRONG_TYPES),
     st.tuples(st.just("max_iter"), st.integers(max_value=-1) | _WRONG_TYPES),
     st.tuples(st.just("max_staleness"), st.integers(max_value=-1) | _WRONG_TYPES),
     st.tuples(st.just("warmup_updates"), st.integers(max_value=-1) | _WRONG_TYPES),
-    st.tuples(st.just("doc_topic_prior"), st.floats(max_value=0.0) | st.just("a")),
-    st.tuples(st.just("topic_word_prior"), st.floats(max_value=0.0) | st.just(math.nan)),
+    st.tuples(st.just("doc_topic_prior"), _OUTSIDE_0_1 | st.just("a")),
+    st.tuples(st.just("topic_word_prior"), _OUTSIDE_0_1 | st.just(math.nan)),
     st.tuples(st.just("total_samples"), st.floats(max_value=0.0) | st.just(math.nan)),
-    st.tuples(st.just("perp_tol"), st.floats(max_value=0.0, exclude_max=True)),
-    st.tuples(st.just("mean_change_tol"), st.floats(max_value=0.0, exclude_max=True)),
+    st.tuples(st.just("perp_tol"), _NEGATIVE),
+    st.tuples(st.just("mean_change_tol"), _NEGATIVE),
     st.tuples(st.just("max_doc_update_iter"), st.integers(max_value=-1) | _WRONG_TYPES),
     st.tuples(st.just("evaluate_every"), _WRONG_TYPES),
     st.tuples(st.just("learning_method"),
@@ -317,11 +320,10 @@ BAD_AGENT_PARAMS = st.one_of(
     st.tuples(st.just("learning_rate"), st.floats(max_value=0.0) | st.just(math.nan)
               | st.just(math.inf)),
     st.tuples(st.just("n_steps"), st.integers(max_value=0) | _WRONG_TYPES),
-    st.tuples(st.just("gamma"), st.floats(max_value=0.0, exclude_max=True)
-              | st.floats(min_value=1.0, exclude_min=True) | st.just(math.nan)),
+    st.tuples(st.just("gamma"), _OUTSIDE_0_1 | st.just(math.nan)),
     st.tuples(st.just("gae_lambda"), st.floats(min_value=1.0, exclude_min=True)),
-    st.tuples(st.just("ent_coef"), st.floats(max_value=0.0, exclude_max=True)),
-    st.tuples(st.just("vf_coef"), st.floats(max_value=0.0, exclude_max=True)),
+    st.tuples(st.just("ent_coef"), _NEGATIVE),
+    st.tuples(st.just("vf_coef"), _NEGATIVE),
     st.tuples(st.just("max_grad_norm"), st.floats(max_value=0.0) | st.just(math.nan)),
     st.tuples(st.just("rms_prop_eps"), st.floats(max_value=0.0)),
     st.tuples(st.just("clip_obs"), st.floats(max_value=0.0) | st.just(math.inf)),
