@@ -28,7 +28,7 @@ from typing import Any
 
 from tornado import web
 
-from dask_dpsgd._orchestration.live import PLUGIN_NAME, ROUTE, MetricsStore
+from dask_dpsgd._orchestration.live_store import PLUGIN_NAME, ROUTE, MetricsStore
 
 logger = logging.getLogger(__name__)
 

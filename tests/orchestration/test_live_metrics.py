@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from dask_dpsgd._orchestration.live import MetricsStore, metrics_page_url
+from dask_dpsgd._orchestration.live import metrics_page_url
+from dask_dpsgd._orchestration.live_store import MetricsStore
 
 
 def test_store_keeps_columns_aligned_and_the_last_fits():
