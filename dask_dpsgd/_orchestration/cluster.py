@@ -27,7 +27,7 @@ import distributed
 import joblib
 
 from dask_dpsgd._orchestration.live import metrics_page_url
-from dask_dpsgd._utils._validation import PARALLELISM
+from dask_dpsgd._utils._validation import PARALLELISM, effective_mode
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ class ClusterHandle:
     owned: bool
     slots: tuple[WorkerSlot, ...]
     dashboard_link: str | None
+
+    @property
+    def threads(self) -> tuple[int, ...]:
+        """Numba threads of each worker, in the order of ``slots``."""
+        return tuple(s.threads for s in self.slots)
 
 
 def machine_cores() -> int:
@@ -206,14 +211,6 @@ def mode_layout(parallelism: str, n_workers: int | None,
     return n_workers, threads_per_worker
 
 
-def effective_mode(slots: tuple[WorkerSlot, ...] | list[WorkerSlot]) -> str:
-    """The mode a fit actually ran in, from its workers and their threads."""
-    many_threads = any(s.threads > 1 for s in slots)
-    if len(slots) == 1:
-        return "hogwild" if many_threads else "serial"
-    return "dpsgd" if many_threads else "parameter-server"
-
-
 def apply_n_jobs(threads: int, n_jobs: int | None) -> int:
     """Numba threads of a worker whose budget is ``threads``, under ``n_jobs``.
 
@@ -348,7 +345,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
 
 def _check_mode(parallelism: str, handle: ClusterHandle) -> ClusterHandle:
     """Refuse to run a mode other than the one asked for."""
-    got = effective_mode(handle.slots)
+    got = effective_mode(handle.threads)
     if parallelism not in ("auto", got):
         layout = " + ".join(str(s.threads) for s in handle.slots)
         raise ValueError(

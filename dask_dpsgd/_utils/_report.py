@@ -8,19 +8,21 @@ warn about lost workers.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from dask_dpsgd._orchestration.cluster import WorkerSlot, effective_mode
+from dask_dpsgd._utils._validation import effective_mode
 from dask_dpsgd.exceptions import WorkerLostWarning
 
 
-def record_layout(est: Any, slots: tuple[WorkerSlot, ...]) -> None:
-    """``n_workers_``, ``threads_per_worker_`` and ``parallelism_`` of the fit."""
-    est.n_workers_ = len(slots)
-    est.threads_per_worker_ = [s.threads for s in slots]
-    est.parallelism_ = effective_mode(slots)
+def record_layout(est: Any, threads: Sequence[int]) -> None:
+    """``n_workers_``, ``threads_per_worker_`` and ``parallelism_`` of the fit whose
+    workers ran ``threads`` numba threads each."""
+    est.n_workers_ = len(threads)
+    est.threads_per_worker_ = list(threads)
+    est.parallelism_ = effective_mode(threads)
 
 
 def record_server(est: Any, *, stats: dict[str, Any], pushes_sent: int,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
 #: The values of the estimators' ``parallelism`` parameter (the engine's mode; see
 #: ``dask_dpsgd._orchestration.cluster.mode_layout``).
 PARALLELISM = ("auto", "serial", "hogwild", "parameter-server", "dpsgd")
+
+
+def effective_mode(threads: Sequence[int]) -> str:
+    """The mode a fit actually ran in, from the numba threads of each of its workers."""
+    many_threads = any(t > 1 for t in threads)
+    if len(threads) == 1:
+        return "hogwild" if many_threads else "serial"
+    return "dpsgd" if many_threads else "parameter-server"
 
 
 def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:

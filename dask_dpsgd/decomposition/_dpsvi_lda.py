@@ -580,7 +580,7 @@ default="auto"
             finally:
                 if bar is not None:
                     bar.close()
-            record_layout(self, handle.slots)
+            record_layout(self, handle.threads)
         self.components_ = np.ascontiguousarray(result.lam.T).astype(
             self.components_.dtype, copy=False)
         self._update_exp_dirichlet()

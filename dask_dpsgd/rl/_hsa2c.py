@@ -398,7 +398,7 @@ default="auto"
             finally:
                 if bar is not None:
                     bar.close()
-            record_layout(self, handle.slots)
+            record_layout(self, handle.threads)
         self.layout_ = layout
         self.params_ = result.theta
         self.obs_mean_ = result.obs_mean if self.normalize_observations else None

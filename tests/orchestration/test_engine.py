@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from dask_dpsgd._orchestration.cluster import (
-    WorkerSlot,
     _budget,
     default_layout,
-    effective_mode,
     machine_cores,
     mode_layout,
     resolve_cluster,
@@ -22,6 +20,7 @@ from dask_dpsgd._orchestration.cluster import (
 from dask_dpsgd._orchestration.dpsvi import WarmPart, warmup_schedule
 from dask_dpsgd._orchestration.pusher import LocalServer, Pusher, reach
 from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._utils._validation import effective_mode
 
 
 @pytest.mark.parametrize(
@@ -70,7 +69,7 @@ def test_mode_layout_refuses_contradictions(mode, given, match):
      ((2, 1), "dpsgd"), ((2, 2), "dpsgd")],
 )
 def test_effective_mode(threads, mode):
-    assert effective_mode([WorkerSlot(str(i), t) for i, t in enumerate(threads)]) == mode
+    assert effective_mode(threads) == mode
 
 
 def test_resolve_applies_the_mode_to_the_client(client):
@@ -82,7 +81,7 @@ def test_resolve_applies_the_mode_to_the_client(client):
     assert layouts == {"serial": [1], "hogwild": [2], "parameter-server": [1, 1],
                        "auto": [2, 2]}
     with resolve_cluster(None, None, parallelism="dpsgd") as handle:
-        assert effective_mode(handle.slots) == "dpsgd"
+        assert effective_mode(handle.threads) == "dpsgd"
     # n_jobs=1 (thread_cap) leaves one thread per worker: not the lock-free level.
     with pytest.raises(ValueError, match="'hogwild' cannot run here.*'serial'"), \
             resolve_cluster(None, None, parallelism="hogwild", thread_cap=1):
