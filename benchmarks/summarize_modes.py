@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from summarize import machine_block, med, spread, table
+from _tables import machine_block, med, spread, table
 
 SPEEDUP_TARGET = 1.8
 
