@@ -3,8 +3,10 @@ interpreters."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +18,12 @@ FORBIDDEN = ("dask", "distributed", "sklearn", "gymnasium")
     [
         ("dask_dpsgd._kernels.lda", FORBIDDEN),
         ("dask_dpsgd._kernels.special", FORBIDDEN),
+        ("dask_dpsgd._kernels.nn", FORBIDDEN),
+        ("dask_dpsgd._kernels.a2c", FORBIDDEN),
         ("dask_dpsgd._server.state", FORBIDDEN),
         ("dask_dpsgd._server.actor", FORBIDDEN),
         ("dask_dpsgd._orchestration.dpsvi", ("sklearn", "gymnasium")),
+        ("dask_dpsgd._orchestration.hsa2c", ("sklearn",)),
         ("dask_dpsgd.datasets", ("dask", "distributed", "numba", "gymnasium")),
     ],
 )
@@ -38,3 +43,50 @@ def test_threading_layer_is_pinned_to_a_safe_one():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "threadsafe"
+
+
+def test_import_contracts_hold():
+    """The layers, the forbidden imports and the absence of cycles declared in
+    pyproject.toml's ``[tool.importlinter]``, checked by import-linter on the whole
+    import graph (direct and indirect imports)."""
+    from importlinter.cli import lint_imports
+
+    root = Path(__file__).resolve().parents[1]
+    code = lint_imports(config_filename=str(root / "pyproject.toml"), no_cache=True,
+                        no_logo=True)
+    assert code == 0, "import-linter: a contract is broken (run `lint-imports`)"
+
+
+def _script_imports(path: Path, names: set[str]) -> set[str]:
+    """The sibling scripts ``path`` imports, at any depth of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found & names - {path.stem}
+
+
+def test_benchmark_scripts_import_each_other_without_cycles():
+    """``benchmarks/`` is a folder of scripts importing each other by name (not a
+    package import-linter can read): their import graph, function-level imports
+    included, has no cycle."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = {p.stem: p for p in folder.glob("*.py")}
+    graph = {name: _script_imports(p, set(scripts)) for name, p in scripts.items()}
+    assert graph["summarize"] >= {"_common", "_tables", "summarize_modes"}
+    # Depth-first search; a grey node met again closes a cycle.
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "grey"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "grey", "cycle: " + " -> ".join([*path, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "black"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
