@@ -69,7 +69,7 @@ def test_loaded_lda_works_without_any_dask_client(lda_fitted, tmp_path):
         "import numpy as np; from dask_dpsgd.io import load_model; "
         f"m = load_model({str(tmp_path / 'lda.npz')!r}); "
         f"X = np.load({str(tmp_path / 'X.npy')!r}); "
-        "print(repr(m.perplexity(X)))\n"
+        "print(repr(float(m.perplexity(X))))\n"
         "import distributed\n"
         "try:\n    distributed.default_client(); print('client')\n"
         "except ValueError:\n    print('no-client')"
