@@ -455,11 +455,8 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
         the ELBO of Hoffman et al. 2010, without the topic-word term), as
         :func:`doc_bound` computes it from ``E[log beta]``. Its word part comes from
         the products the statistics need anyway (one ``log`` per non-zero), its
-        ``theta`` part from :func:`theta_bound` (``O(n_docs K)``). Measured on the
-        NIPS minibatches of 128 documents, one thread, against the E-step without it:
-        0.97x the time at K=20 and 0.96x at K=100 (best of 15 and 8 interleaved
-        passes), i.e. no cost above the run-to-run noise. NaN with ``alpha = 0`` (the
-        Dirichlet prior is then improper), as scikit-learn's bound.
+        ``theta`` part from :func:`theta_bound` (``O(n_docs K)``). NaN with
+        ``alpha = 0`` (the Dirichlet prior is then improper), as scikit-learn's bound.
     """
     ws = EStepWorkspace() if workspace is None else workspace
     n_words, K = exp_beta.shape
