@@ -144,11 +144,12 @@ def test_by_word_is_the_minibatch_in_csc_order():
     np.testing.assert_array_equal(wcnt, C.data)
 
 
-def _minibatch(n_docs, K, seed):
-    """A corpus minibatch, ``exp(E[log beta])`` of its words and initial ``gamma``."""
-    X = _corpus(n_docs=n_docs)
+def _minibatch(n_docs, K, seed, *, V=60, corpus_seed=0, floor=0.1):
+    """A corpus minibatch, ``exp(E[log beta])`` of its words and initial ``gamma``
+    (``lambda`` drawn from ``Gamma(1, 1) + floor``)."""
+    X = _corpus(n_docs=n_docs, V=V, seed=corpus_seed)
     rng = np.random.default_rng(seed)
-    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.1
+    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + floor
     words, cols = lda.minibatch_words(X.indices)
     eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
     return X, words, cols, eb, rng.gamma(100.0, 0.01, (X.shape[0], K))
@@ -249,13 +250,7 @@ def test_estep_bound_is_the_documents_part_of_the_bound(parallel):
 def test_estep_with_zero_prior_stays_finite_and_its_bound_is_nan():
     """alpha = 0 (scikit-learn's closed interval): gamma and the statistics stay finite,
     the bound is NaN (improper prior), as scikit-learn's."""
-    X = _corpus(n_docs=30, V=50, seed=8)
-    K = 6
-    rng = np.random.default_rng(9)
-    lam = rng.gamma(1.0, 1.0, (K, X.shape[1])) + 0.05
-    words, cols = lda.minibatch_words(X.indices)
-    eb = lda.exp_elog_beta_rows(np.ascontiguousarray(lam.T[words]), lam.sum(axis=1))
-    gamma = rng.gamma(100.0, 0.01, (X.shape[0], K))
+    X, _, cols, eb, gamma = _minibatch(30, 6, 9, V=50, corpus_seed=8, floor=0.05)
     sstats, bound = lda.run_estep(X.indptr.astype(np.int64), cols, X.data, eb, gamma,
                                   0.0, 200, 1e-6, True, False, return_bound=True)
     assert np.isfinite(gamma).all() and (gamma == 0).any()  # topics dropped
