@@ -355,7 +355,6 @@ class BoundMeter:
         return self._live_last
 
 
-
 def _shard_rows(n_rows: int, batch_size: int, n_workers: int) -> list[np.ndarray]:
     """Minibatch ``b`` of the row order goes to worker ``b % n_workers``.
 
