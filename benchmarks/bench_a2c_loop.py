@@ -119,6 +119,7 @@ def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     from dask_dpsgd._orchestration.envs import inspect_env, make_spec, make_vector_env
     from dask_dpsgd._orchestration.pusher import LocalServer
     from dask_dpsgd._server.actor import ParameterServer
+    from dask_dpsgd._server.state import A2CRule
 
     # The estimator's own mapping of its (SB3's A2C) defaults to the workers' config.
     agent = HSA2CAgent(n_envs=cfg.n_envs, total_timesteps=cfg.worker_steps)
@@ -134,9 +135,7 @@ def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     thread.start()
     env = make_vector_env(spec, cfg.n_envs)
     try:
-        server = ParameterServer("a2c", {"theta": theta0, "obs_dim": info.obs_dim,
-                                         "total_timesteps": cfg.worker_steps,
-                                         "target_return": None, "raw": None}, None)
+        server = ParameterServer(A2CRule(theta0, info.obs_dim, cfg.worker_steps))
         t0 = time.perf_counter()
         res = hsa2c._train_worker(LocalServer(server, loop), spec, env, run_cfg, 0, False,
                                   np.random.default_rng(cfg.random_state))

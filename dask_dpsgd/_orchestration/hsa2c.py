@@ -54,6 +54,7 @@ from dask_dpsgd._orchestration.serving import (
     serving,
     start_server,
 )
+from dask_dpsgd._server.state import A2CRule
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ def _train_worker(server: Any, spec: EnvSpec, env: gym.vector.VectorEnv,
                  "episodes": np.asarray(episodes, dtype=np.float64).reshape(-1, 3),
                  "obs_moments": ((batch_mean, batch_var, batch_count)
                                  if cfg.normalize_observations else None)}
-        pusher.send(delta, version, request=None)
+        pusher.send(delta, version)
     pusher.flush()
     return {"worker": worker, "updates": updates, "pushes_sent": pusher.n_sent,
             "pushes_applied": pusher.n_applied, "pushes_rejected": pusher.n_rejected,
@@ -484,10 +485,9 @@ def _run_segment(handle: ClusterHandle, spec: EnvSpec, cfg: HSA2CConfig,
     token = uuid.uuid4().hex[:8]
     addresses = [s.address for s in handle.slots]
     server_future, server = start_server(
-        client, "a2c",
-        {"theta": state["theta"], "obs_dim": obs_dim,
+        client, A2CRule(**{"theta": state["theta"], "obs_dim": obs_dim,
          "total_timesteps": budget, "target_return": cfg.target_return,
-         "raw": state["raw"]},
+         "raw": state["raw"]}),
         max_staleness, addresses[0], f"hsa2c-server-{token}")
     history = totals["history"]
     t0 = totals["t0"]

@@ -20,6 +20,9 @@ from typing import Any
 
 import distributed
 
+#: ``Pusher.send``'s request meaning "push only, ask for nothing".
+NOTHING: Any = type("Nothing", (), {"__repr__": lambda self: "NOTHING"})()
+
 # Seconds between checks of the abort flag while a worker waits on the server.
 POLL_SECONDS = 0.25
 
@@ -154,15 +157,16 @@ class Pusher:
         reply = await_reply(self._inflight, self.aborted)
         self.wait_seconds += time.perf_counter() - t
         self._inflight = None
-        if reply[0]:
+        if reply.applied:
             self.n_applied += 1
         else:
             self.n_rejected += 1
         return reply
 
-    def send(self, delta: Any, base_version: int, request: Any = None,
+    def send(self, delta: Any, base_version: int, request: Any = NOTHING,
              part: tuple[int, int] | None = None) -> Any:
-        """Push ``delta``; ask for ``request`` in the same call (``None``: push only).
+        """Push ``delta``; ask for ``request`` in the same call (:data:`NOTHING`, the
+        default: push only).
 
         ``part=(slot, n_parts)`` pushes one part of a synchronous update instead
         (``ParameterServer.push_part``; no request).
@@ -172,14 +176,14 @@ class Pusher:
 
         Returns
         -------
-        reply : tuple or None
-            ``(applied, version[, payload])``: with ``lag=0`` the reply to this push,
-            with ``lag=1`` the reply to the previous one (``None`` for the first).
+        reply : PushReply or None
+            With ``lag=0`` the reply to this push, with ``lag=1`` the reply to the
+            previous one (``None`` for the first).
         """
         previous = self._collect()
         if part is not None:
             self._inflight = self.server.push_part(delta, base_version, self.worker, part)
-        elif request is None:
+        elif request is NOTHING:
             self._inflight = self.server.push(delta, base_version, self.worker)
         else:
             self._inflight = self.server.push_pull(delta, base_version, self.worker,

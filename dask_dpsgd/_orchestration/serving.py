@@ -19,9 +19,10 @@ import numpy as np
 from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
 from dask_dpsgd._orchestration.pusher import abort_segment, close_server
 from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._server.state import UpdateRule
 
 
-def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
+def start_server(client: Any, rule: UpdateRule,
                  max_staleness: int | None, address: str, key: str,
                  poll: float = 1.0) -> tuple[Any, Any]:
     """Start a :class:`ParameterServer` actor pinned to ``address``.
@@ -36,7 +37,7 @@ def start_server(client: Any, rule: str, rule_kwargs: dict[str, Any],
     server : distributed.Actor
         The proxy workers call.
     """
-    future = client.submit(ParameterServer, rule, rule_kwargs, max_staleness,
+    future = client.submit(ParameterServer, rule, max_staleness,
                            actor=True, workers=[address], allow_other_workers=False,
                            key=key)
     while True:

@@ -11,13 +11,30 @@ arrival order.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from dask_dpsgd._server.state import A2CRule, AddRule, ServerState, SVIRule
+from dask_dpsgd._server.state import ServerState, UpdateRule
 
-RULES = {"svi": SVIRule, "add": AddRule, "a2c": A2CRule}
+
+class PushReply(NamedTuple):
+    """The server's answer to one push.
+
+    Attributes
+    ----------
+    applied : bool
+        Whether the update was applied (else rejected: stale or non-finite).
+    version : int
+        The server's version after the push (with a payload: the payload's version).
+    payload : object or None
+        The parameters the push asked for (:meth:`ParameterServer.push_pull`); ``None``
+        for a push that asked for nothing.
+    """
+
+    applied: bool
+    version: int
+    payload: Any = None
 
 
 class ParameterServer:
@@ -25,10 +42,9 @@ class ParameterServer:
 
     Parameters
     ----------
-    rule : {"svi", "add", "a2c"}
-        Which update rule holds the parameters.
-    rule_kwargs : dict
-        Arguments of the rule's constructor (initial parameters, step sizes).
+    rule : UpdateRule
+        The update rule holding the initial parameters (shipped to the server's
+        worker with the actor's construction).
     max_staleness : int or None
         Passed to :class:`ServerState`.
 
@@ -44,9 +60,8 @@ class ParameterServer:
     ``tests/server/test_actor.py`` checks all three for every rule.
     """
 
-    def __init__(self, rule: str, rule_kwargs: dict[str, Any],
-                 max_staleness: int | None = None) -> None:
-        self.state = ServerState(RULES[rule](**rule_kwargs), max_staleness=max_staleness)
+    def __init__(self, rule: UpdateRule, max_staleness: int | None = None) -> None:
+        self.state = ServerState(rule, max_staleness=max_staleness)
         self._received: asyncio.Condition | None = None
         self._closed = False
 
@@ -75,39 +90,31 @@ class ParameterServer:
         async with cond:
             cond.notify_all()
 
-    async def push(self, delta: Any, base_version: int, worker: int) -> tuple[bool, int]:
-        """Apply (or reject) one update; returns ``(applied, version)``."""
+    async def push(self, delta: Any, base_version: int, worker: int) -> PushReply:
+        """Apply (or reject) one update."""
         self._check_open()
         outcome = self.state.push(delta, base_version, worker)
         await self._notify()
-        return outcome.applied, outcome.version
+        return PushReply(outcome.applied, outcome.version)
 
     async def push_part(self, delta: Any, base_version: int, worker: int,
-                        part: tuple[int, int]) -> tuple[bool, int]:
+                        part: tuple[int, int]) -> PushReply:
         """One part ``part = (slot, n_parts)`` of a synchronous update (see
-        :meth:`ServerState.push_part`); returns ``(applied, version)``."""
+        :meth:`ServerState.push_part`)."""
         self._check_open()
         outcome = self.state.push_part(delta, base_version, worker, *part)
         await self._notify()
-        return outcome.applied, outcome.version
+        return PushReply(outcome.applied, outcome.version)
 
     async def push_pull(self, delta: Any, base_version: int, worker: int,
-                        request: Any) -> tuple[bool, int, Any]:
-        """Apply (or reject) one update, then read fresh parameters in the same call.
-
-        Returns
-        -------
-        applied : bool
-        version : int
-            Version of the returned parameters.
-        payload : object
-            The rule's answer to ``request``.
-        """
+                        request: Any) -> PushReply:
+        """Apply (or reject) one update, then read the parameters ``request`` asks for
+        in the same call (the reply's ``version`` is theirs)."""
         self._check_open()
         outcome = self.state.push(delta, base_version, worker)
         version, payload = self.state.pull(request)
         await self._notify()
-        return outcome.applied, version, payload
+        return PushReply(outcome.applied, version, payload)
 
     async def pull_after(self, n_received: int, request: Any = None) -> tuple[int, Any]:
         """Wait until ``n_received`` pushes have arrived, then pull.
@@ -140,11 +147,8 @@ class ParameterServer:
         """``(version, full parameters)``."""
         return self.state.version, self.state.rule.snapshot()
 
-    async def episodes(self) -> np.ndarray:
-        """Finished episodes ``(global step, return, length)`` (A2C rule only)."""
-        return self.state.rule.episode_log()
-
     async def progress(self) -> dict[str, Any]:
-        """What the rule tracks of the workers' reports: steps, episodes and recent mean
-        return (A2C rule), the sums of the minibatches' bounds and tokens (SVI rule)."""
-        return self.state.rule.progress()
+        """What the rule tracks of the workers' reports (``rule.progress()``; ``{}``
+        for a rule that tracks nothing)."""
+        progress = getattr(self.state.rule, "progress", None)
+        return {} if progress is None else progress()

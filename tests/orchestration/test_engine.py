@@ -17,10 +17,11 @@ from dask_dpsgd._orchestration.cluster import (
     mode_layout,
     resolve_cluster,
 )
-from dask_dpsgd._orchestration.dpsvi import WarmPart, warmup_schedule
 from dask_dpsgd._orchestration.pusher import LocalServer, Pusher, reach
 from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._server.state import AddRule
 from dask_dpsgd._utils._validation import effective_mode
+from dask_dpsgd.decomposition._svi import WarmPart, warmup_schedule
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ def _push_many(server, worker, n, lag, local):
 
 def _add_server(client, address):
     """An "add" parameter server (4 zeros) pinned to the worker at ``address``."""
-    return client.submit(ParameterServer, "add", {"theta": np.zeros(4)}, actor=True,
+    return client.submit(ParameterServer, AddRule(np.zeros(4)), actor=True,
                          workers=[address], pure=False).result()
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from dask_dpsgd._orchestration.pusher import LocalServer
 from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._server.state import A2CRule, AddRule, SVIRule
 
 
 def _arrays(obj, seen=None):
@@ -49,7 +50,7 @@ def _svi():
     def delta():
         return (words.copy(), rng.gamma(1.0, 1.0, (4, 4)), 5)
 
-    return ParameterServer("svi", kwargs), delta, words
+    return ParameterServer(SVIRule(**kwargs)), delta, words
 
 
 def _a2c():
@@ -61,12 +62,12 @@ def _a2c():
                 "episodes": np.array([[40.0, 12.0, 12.0]]),
                 "obs_moments": (rng.normal(size=3), rng.gamma(1.0, 1.0, 3), 40.0)}
 
-    return ParameterServer("a2c", kwargs), delta, None
+    return ParameterServer(A2CRule(**kwargs)), delta, None
 
 
 def _add():
     rng = np.random.default_rng(3)
-    return (ParameterServer("add", dict(theta=np.zeros(5))),
+    return (ParameterServer(AddRule(np.zeros(5))),
             lambda: rng.normal(size=5), None)
 
 
