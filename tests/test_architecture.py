@@ -22,7 +22,7 @@ FORBIDDEN = ("dask", "distributed", "sklearn", "gymnasium")
         ("dask_dpsgd._kernels.a2c", FORBIDDEN),
         ("dask_dpsgd._server.state", FORBIDDEN),
         ("dask_dpsgd._server.actor", FORBIDDEN),
-        ("dask_dpsgd._orchestration.dpsvi", ("sklearn", "gymnasium")),
+        ("dask_dpsgd.algorithm", FORBIDDEN),
         ("dask_dpsgd._orchestration.hsa2c", ("sklearn",)),
         ("dask_dpsgd.datasets", ("dask", "distributed", "numba", "gymnasium")),
     ],

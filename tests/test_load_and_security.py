@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from dask_dpsgd import DPSVILatentDirichletAllocation, HSA2CAgent
-from dask_dpsgd._orchestration.dpsvi import _shard_rows, warmup_schedule
+from dask_dpsgd.decomposition._svi import shard_rows, warmup_schedule
 from dask_dpsgd.exceptions import StaleUpdatesWarning
 
 distributed = pytest.importorskip("distributed")
@@ -74,7 +74,7 @@ def _pushes(n_docs: int, batch_size: int, n_workers: int, n_passes: int,
             warmup_updates: int = 10) -> int:
     """Pushes a fit sends: one per minibatch, but in the synchronous warm-up one per
     worker's share of each update."""
-    shards = [len(r) for r in _shard_rows(n_docs, batch_size, n_workers)]
+    shards = [len(r) for r in shard_rows(n_docs, batch_size, n_workers)]
     warm = warmup_schedule(shards, batch_size, warmup_updates)
     n_slots = len({p.slot for parts in warm for p in parts})
     return n_passes * -(-n_docs // batch_size) + sum(map(len, warm)) - n_slots

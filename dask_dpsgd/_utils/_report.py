@@ -25,8 +25,8 @@ def record_layout(est: Any, threads: Sequence[int]) -> None:
     est.parallelism_ = effective_mode(threads)
 
 
-def record_server(est: Any, *, stats: dict[str, Any], pushes_sent: int,
-                  histogram: np.ndarray, history: list[dict[str, Any]],
+def record_server(est: Any, *, counts: Any, pushes_sent: int,
+                  history: list[dict[str, Any]],
                   live_url: str | None, events: list[dict[str, Any]],
                   restart_point: str, stacklevel: int) -> None:
     """Update accounting, staleness, history and recoveries of the fit.
@@ -34,12 +34,10 @@ def record_server(est: Any, *, stats: dict[str, Any], pushes_sent: int,
     Parameters
     ----------
     est : estimator
-    stats : dict
-        The parameter server's merged counters.
+    counts : dask_dpsgd.engine.ServerCounts
+        The parameter server's counters over the fit.
     pushes_sent : int
         Pushes the workers sent.
-    histogram : ndarray of int
-        Applied updates per staleness value.
     history : list of dict
     live_url : str or None
         The fit's live metrics page.
@@ -51,11 +49,11 @@ def record_server(est: Any, *, stats: dict[str, Any], pushes_sent: int,
         Of the :class:`WorkerLostWarning`, counted from the caller of this function.
     """
     est.n_pushes_sent_ = pushes_sent
-    est.n_updates_applied_ = stats["n_applied"]
-    est.n_updates_rejected_ = stats["n_rejected_stale"] + stats["n_rejected_nonfinite"]
-    est.staleness_mean_ = stats["staleness_mean"]
-    est.staleness_max_ = stats["staleness_max"]
-    est.staleness_histogram_ = np.trim_zeros(histogram, "b")
+    est.n_updates_applied_ = counts.n_applied
+    est.n_updates_rejected_ = counts.n_rejected_stale + counts.n_rejected_nonfinite
+    est.staleness_mean_ = counts.staleness_mean
+    est.staleness_max_ = counts.staleness_max
+    est.staleness_histogram_ = np.trim_zeros(counts.staleness_histogram, "b")
     est.history_ = history
     est.live_metrics_url_ = live_url
     est.recovery_events_ = events

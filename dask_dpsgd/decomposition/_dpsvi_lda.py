@@ -24,11 +24,10 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from dask_dpsgd import engine
 from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
-from dask_dpsgd._orchestration.cluster import resolve_cluster
-from dask_dpsgd._orchestration.dpsvi import DPSVIConfig, fit_dpsvi
-from dask_dpsgd._orchestration.live import live_metrics, live_page_banner
+from dask_dpsgd._orchestration.live import live_page_banner
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
@@ -41,6 +40,7 @@ from dask_dpsgd._utils._validation import (
     check_counts,
     check_counts_finite_nonneg,
 )
+from dask_dpsgd.decomposition._svi import BOUND_KEY, SVIAlgorithm, SVIConfig
 from dask_dpsgd.exceptions import _warn_stale_updates
 
 
@@ -516,8 +516,8 @@ default="auto"
         """``components_`` in float64, the dtype of every computation."""
         return np.asarray(self.components_, dtype=np.float64)
 
-    def _config(self, total_samples: float) -> DPSVIConfig:
-        return DPSVIConfig(
+    def _config(self, total_samples: float) -> SVIConfig:
+        return SVIConfig(
             n_components=self.n_components,
             doc_topic_prior=float(self.doc_topic_prior_),
             topic_word_prior=float(self.topic_word_prior_),
@@ -525,7 +525,7 @@ default="auto"
             learning_decay=float(self.learning_decay), batch_size=self.batch_size,
             total_samples=float(total_samples),
             max_doc_update_iter=self.max_doc_update_iter,
-            mean_change_tol=float(self.mean_change_tol), lag=1 if self.prefetch else 0)
+            mean_change_tol=float(self.mean_change_tol))
 
     def _train(self, X: Any, *, total_samples: float, n_passes: int,
                evaluate_every: int, compute_bound: bool, total_updates: int,
@@ -535,81 +535,91 @@ default="auto"
         """Run DPSVI from the current ``components_`` and record the outcome."""
         from tqdm.auto import tqdm
 
-        cfg = self._config(total_samples)
         if entropy is None:
             entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
+        lam0 = np.ascontiguousarray(self._lambda64().T)
+        first_step = self.n_batch_iter_
+        algorithm = SVIAlgorithm(self._config(total_samples), lam0, first_step,
+                                 int(self.warmup_updates))
+        resume = None
+        if raw0 is not None:
+            resume = engine.Checkpoint({"lambda": lam0, "raw": raw0}, 0, start_pass)
         bar = None
         title = f"DPSVI LDA, {self.n_components} topics, {n_passes} pass(es)"
-        with resolve_cluster(self.n_workers, self.threads_per_worker,
-                             parallelism=self.parallelism,
-                             thread_cap=self._thread_cap(),
-                             verbose=self.verbose) as handle, \
-                live_metrics(handle.client, "lda", title,
-                             handle.dashboard_link) as live:
+
+        def max_staleness(n_workers: int) -> int | None:
+            self.max_staleness_ = resolve_max_staleness(
+                self.max_staleness, total_updates, n_workers, int(self.prefetch))
+            return self.max_staleness_
+
+        def on_start(start: engine.FitStart) -> None:
+            nonlocal bar
             if self.verbose:
                 bar = tqdm(total=n_passes, desc="DPSVI passes", unit="pass")
-                banner = live_page_banner(handle.dashboard_link, live.url)
+                banner = live_page_banner(start.dashboard_link, start.live_url)
                 if banner:
                     bar.write(banner)
 
-            def progress(record: dict[str, Any]) -> None:
-                if bar is not None:
-                    post = {"docs/s": f"{record['time/docs_per_s']:.0f}",
-                            "stale": f"{record['train/staleness_mean']:.2f}"}
-                    if "train/minibatch_bound_per_word" in record:
-                        post["bound/word"] = (
-                            f"{record['train/minibatch_bound_per_word']:.3f}")
-                    if "train/perplexity" in record:
-                        post["perplexity"] = f"{record['train/perplexity']:.1f}"
-                    bar.set_postfix(post)
-                    bar.update(1)
+        def progress(record: dict[str, Any]) -> None:
+            if bar is not None:
+                post = {"docs/s": f"{record['time/docs_per_s']:.0f}",
+                        "stale": f"{record['train/staleness_mean']:.2f}"}
+                if BOUND_KEY in record:
+                    post["bound/word"] = f"{record[BOUND_KEY]:.3f}"
+                if "train/perplexity" in record:
+                    post["perplexity"] = f"{record['train/perplexity']:.1f}"
+                bar.set_postfix(post)
+                bar.update(1)
 
-            self.max_staleness_ = resolve_max_staleness(
-                self.max_staleness, total_updates, len(handle.slots), int(self.prefetch))
-            try:
-                result, events = fit_dpsvi(
-                    handle, X, np.ascontiguousarray(self._lambda64().T), cfg,
-                    first_step=self.n_batch_iter_, start_pass=start_pass,
-                    n_passes=start_pass + n_passes,
-                    warmup_updates=int(self.warmup_updates),
-                    evaluate_every=evaluate_every, perp_tol=float(self.perp_tol),
-                    entropy=entropy, max_staleness=self.max_staleness_,
-                    compute_train_bound=compute_bound, progress=progress,
-                    on_checkpoint=on_checkpoint, raw0=raw0, live=live,
-                    checkpoint_every=int(self.checkpoint_every))
-            finally:
-                if bar is not None:
-                    bar.close()
-            record_layout(self, handle.threads)
-        self.components_ = np.ascontiguousarray(result.lam.T).astype(
+        def write(ckpt: engine.Checkpoint) -> None:
+            on_checkpoint(ckpt.snapshot["lambda"], ckpt.snapshot["raw"],
+                          first_step + ckpt.updates_done, ckpt.rounds_done)
+
+        try:
+            result = engine.fit(
+                algorithm, X, n_rounds=start_pass + n_passes,
+                parallelism=self.parallelism, n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker, n_jobs=self._thread_cap(),
+                lag=int(self.prefetch), max_staleness=max_staleness,
+                random_state=entropy, evaluate_every=evaluate_every,
+                tol=float(self.perp_tol), final_score=compute_bound,
+                checkpoint_every=int(self.checkpoint_every),
+                on_checkpoint=None if on_checkpoint is None else write, resume=resume,
+                progress=progress, title=title, on_start=on_start,
+                verbose=self.verbose)
+        finally:
+            if bar is not None:
+                bar.close()
+        record_layout(self, result.threads)
+        self.components_ = np.ascontiguousarray(result.snapshot["lambda"].T).astype(
             self.components_.dtype, copy=False)
         self._update_exp_dirichlet()
-        self.n_batch_iter_ = result.n_batch_iter
-        self.n_iter_ += result.n_passes - start_pass
-        stats = result.stats
-        record_server(self, stats=stats, pushes_sent=result.pushes_sent,
-                      histogram=result.staleness_histogram, history=result.history,
-                      live_url=live.url, events=events,
+        self.n_batch_iter_ = first_step + result.updates_done
+        self.n_iter_ += result.rounds_done - start_pass
+        stats = result.counts
+        record_server(self, counts=stats, pushes_sent=result.pushes_sent,
+                      history=result.history, live_url=result.live_url,
+                      events=[e.as_dict() for e in result.events],
                       restart_point="the last checkpoint", stacklevel=3)
         rejected = self.n_updates_rejected_
-        self.comm_bytes_pushed_ = stats["bytes_pushed"]
-        self.comm_bytes_pulled_ = stats["bytes_pulled"]
-        if result.train_perplexity is not None:
-            self.bound_ = np.float64(result.train_perplexity)
+        self.comm_bytes_pushed_ = stats.bytes_pushed
+        self.comm_bytes_pulled_ = stats.bytes_pulled
+        if result.score is not None:
+            self.bound_ = np.float64(result.score)
             if np.isnan(self.bound_):
                 _warn_undefined_bound(self, "bound_", stacklevel=3)
-        if stats["n_received"] != result.pushes_sent or (
-                stats["n_applied"] + rejected != stats["n_received"]):
+        if stats.n_received != result.pushes_sent or (
+                stats.n_applied + rejected != stats.n_received):
             raise RuntimeError(
                 f"update accounting failed: workers sent {result.pushes_sent} pushes, the "
-                f"server received {stats['n_received']}, applied {stats['n_applied']} "
+                f"server received {stats.n_received}, applied {stats.n_applied} "
                 f"and rejected {rejected}")
-        if stats["n_rejected_nonfinite"]:
+        if stats.n_rejected_nonfinite:
             raise FloatingPointError(
-                f"{stats['n_rejected_nonfinite']} update(s) held NaN or infinity and were "
+                f"{stats.n_rejected_nonfinite} update(s) held NaN or infinity and were "
                 "rejected by the parameter server; the model was not corrupted, but the "
                 "fit did not use them. Check the input for extreme counts.")
-        _warn_stale_updates(stats["n_rejected_stale"], stats["n_received"],
+        _warn_stale_updates(stats.n_rejected_stale, stats.n_received,
                             self.max_staleness_, self.max_staleness == "auto",
                             stacklevel=3)
 

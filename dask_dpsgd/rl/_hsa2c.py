@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from dask_dpsgd import engine
 from dask_dpsgd._kernels import nn
 from dask_dpsgd._orchestration.cluster import resolve_cluster
 from dask_dpsgd._orchestration.envs import inspect_env, make_spec
@@ -32,6 +33,10 @@ from dask_dpsgd._utils._checkpoint import (
 from dask_dpsgd._utils._report import record_layout, record_server
 from dask_dpsgd._utils._validation import PARALLELISM
 from dask_dpsgd.exceptions import _warn_stale_updates
+
+# The engine's server counters (ServerCounts' fields but the histogram).
+SERVER_COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
+                   "bytes_pushed", "bytes_pulled", "staleness_sum", "staleness_max")
 
 
 class HSA2CAgent(BaseEstimator):
@@ -416,8 +421,11 @@ default="auto"
         self.num_timesteps_ = result.total_steps
         self.n_updates_ = result.updates
         stats = result.stats
-        record_server(self, stats=stats, pushes_sent=result.pushes_sent,
-                      histogram=result.staleness_histogram, history=result.history,
+        counts = engine.ServerCounts(
+            **{k: stats[k] for k in SERVER_COUNTERS},
+            staleness_histogram=result.staleness_histogram)
+        record_server(self, counts=counts, pushes_sent=result.pushes_sent,
+                      history=result.history,
                       live_url=live.url, events=events,
                       restart_point="the last polled state", stacklevel=2)
         if not events and stats["n_received"] != result.pushes_sent:

@@ -194,7 +194,7 @@ def test_lda_default_run_plots_the_minibatch_bound(dashboard_client, nips):
 
 
 def test_bound_meter_windows_the_servers_sums():
-    from dask_dpsgd._orchestration.dpsvi import BoundMeter
+    from dask_dpsgd.decomposition._svi import BoundMeter
 
     meter = BoundMeter()
 
