@@ -356,8 +356,8 @@ def _run_hsa2c(task: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from dask_dpsgd import HSA2CAgent
-    from dask_dpsgd._orchestration.cluster import current_workers
-    from dask_dpsgd._orchestration.hsa2c import PARALLEL_MIN_BATCH
+    from dask_dpsgd.engine._cluster import current_workers
+    from dask_dpsgd.rl._a2c import PARALLEL_MIN_BATCH
 
     m, p = method_layout(task["method"])
     mode = layout_mode(m, p)

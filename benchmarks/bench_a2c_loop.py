@@ -10,7 +10,7 @@ id, in microseconds per environment step (one copy stepped once):
   ``SyncVectorEnv`` (``SAME_STEP`` autoreset) and HSA2C's ``BoxSyncVectorEnv``, and,
   where gymnasium registers one, the numpy-vectorised implementation
   (``vector_entry_point``, what HSA2C uses for such ids);
-* **the worker's own loop** (``_orchestration.hsa2c._train_worker``, SB3's A2C
+* **the worker's own loop** (``rl._a2c.A2CWorker`` run by ``engine.run_in_process``, SB3's A2C
   defaults, one numba thread) run in this process for ``worker_steps`` environment
   steps, the parameter server called in memory on a background event loop (as
   ``LocalServer`` does inside a Dask worker): total time per step, and its parts in
@@ -25,8 +25,6 @@ Reproduce (from the repository root)::
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +83,7 @@ def _env_loops(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     import gymnasium as gym
     import numpy as np
 
-    from dask_dpsgd._orchestration.envs import BoxSyncVectorEnv
+    from dask_dpsgd.rl._envs import BoxSyncVectorEnv
 
     n = cfg.n_envs
     make = lambda: gym.make(env_id)  # noqa: E731
@@ -113,13 +111,10 @@ def _env_loops(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
 def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     import numpy as np
 
-    from dask_dpsgd import HSA2CAgent
+    from dask_dpsgd import HSA2CAgent, engine
     from dask_dpsgd._kernels import nn
-    from dask_dpsgd._orchestration import hsa2c
-    from dask_dpsgd._orchestration.envs import inspect_env, make_spec, make_vector_env
-    from dask_dpsgd._orchestration.pusher import LocalServer
-    from dask_dpsgd._server.actor import ParameterServer
-    from dask_dpsgd._server.state import A2CRule
+    from dask_dpsgd.rl._a2c import A2CAlgorithm
+    from dask_dpsgd.rl._envs import inspect_env, make_spec
 
     # The estimator's own mapping of its (SB3's A2C) defaults to the workers' config.
     agent = HSA2CAgent(n_envs=cfg.n_envs, total_timesteps=cfg.worker_steps)
@@ -130,25 +125,17 @@ def _worker_loop(env_id: str, cfg: BenchA2CLoopConfig) -> dict[str, float]:
     theta0 = nn.init_params(layout, np.random.default_rng(cfg.random_state),
                             log_std_init=agent.log_std_init)
     run_cfg = agent._run_config(layout)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    env = make_vector_env(spec, cfg.n_envs)
-    try:
-        server = ParameterServer(A2CRule(theta0, info.obs_dim, cfg.worker_steps))
-        t0 = time.perf_counter()
-        res = hsa2c._train_worker(LocalServer(server, loop), spec, env, run_cfg, 0, False,
-                                  np.random.default_rng(cfg.random_state))
-        wall = time.perf_counter() - t0
-    finally:
-        env.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+    algorithm = A2CAlgorithm(spec, run_cfg, theta0, info.obs_dim)
+    t0 = time.perf_counter()
+    # One worker's loop, its pusher and the server, in this process (no Dask).
+    _, reports = engine.run_in_process(algorithm, spec, random_state=cfg.random_state)
+    wall = time.perf_counter() - t0
+    res = reports[0].counters
     steps = res["updates"] * run_cfg.n_steps * cfg.n_envs
     per = 1e6 / steps
-    return {"worker_total": wall * per, "worker_env": res["env_s"] * per,
-            "worker_kernels": res["compute_s"] * per,
-            "worker_rest": (wall - res["env_s"] - res["compute_s"]) * per,
+    return {"worker_total": wall * per, "worker_env": res["time/env_s"] * per,
+            "worker_kernels": res["time/compute_s"] * per,
+            "worker_rest": (wall - res["time/env_s"] - res["time/compute_s"]) * per,
             "worker_env_steps": steps}
 
 

@@ -147,7 +147,7 @@ def _run(scenario: str, seed: int, fault: str | None, fit: Callable[[], Any],
 def _kill_runs(cfg: BenchFaultsConfig, scenario: str, client: Any, make: Callable[[], Any],
                quality: Callable[[Any], dict[str, float]]) -> list[dict[str, Any]]:
     """An undisturbed fit, then ``repeats`` fits each losing a worker at random."""
-    from dask_dpsgd._orchestration.cluster import current_workers
+    from dask_dpsgd.engine._cluster import current_workers
     from tests._faults import kill_after, kill_point
 
     client.wait_for_workers(2)
@@ -181,7 +181,7 @@ def _pause_runs(cfg: BenchFaultsConfig, scenario: str, client: Any,
                 make: Callable[[], Any], quality: Callable[[Any], dict[str, float]],
                 at: Callable[[float], float]) -> list[dict[str, Any]]:
     """An unpaused fit, then ``repeats`` fits with the last worker paused mid-fit."""
-    from dask_dpsgd._orchestration.cluster import current_workers
+    from dask_dpsgd.engine._cluster import current_workers
     from tests._faults import signal_after
 
     ref, _ = _run(scenario, cfg.random_state, None, make, None, quality)
@@ -216,7 +216,7 @@ def scenario_runs(cfg: BenchFaultsConfig, name: str, clients: dict[str, Any],
     """The runs of scenario ``name`` (see the module docstring)."""
     from dask_dpsgd import DPSVILatentDirichletAllocation as LDA
     from dask_dpsgd import HSA2CAgent
-    from dask_dpsgd._orchestration.cluster import machine_cores
+    from dask_dpsgd.engine._cluster import machine_cores
 
     X_train, X_test = nips
     client = clients["pair" if name.endswith("-kill") else "crowd"]

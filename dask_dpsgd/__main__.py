@@ -171,7 +171,7 @@ def _require_jobqueue() -> Any:
 def _print_dashboard(client: Any) -> None:
     """Print Dask's dashboard link and, next to it, the live training metrics page
     (Dask's pages cannot link to it: ``live_page_banner``)."""
-    from dask_dpsgd._orchestration.live import live_page_banner, metrics_page_url
+    from dask_dpsgd.engine._live import live_page_banner, metrics_page_url
 
     link = client.dashboard_link
     print(live_page_banner(link, metrics_page_url(link)), flush=True)

@@ -294,6 +294,8 @@ class FitStart(NamedTuple):
         Dask's dashboard.
     live_url : str or None
         The fit's live metrics page.
+    counters : dict of str to float
+        The workers' :meth:`WorkerLoop.report` counters, summed over the rounds kept.
     """
 
     threads: tuple[int, ...]
@@ -325,6 +327,8 @@ class FitResult:
         Numba threads of each worker (the layout the fit ran on).
     live_url : str or None
         The fit's live metrics page.
+    counters : dict of str to float
+        The workers' :meth:`WorkerLoop.report` counters, summed over the rounds kept.
     """
 
     snapshot: dict[str, Any]
@@ -337,3 +341,4 @@ class FitResult:
     score: float | None
     threads: tuple[int, ...]
     live_url: str | None = None
+    counters: dict[str, float] = field(default_factory=dict)

@@ -23,7 +23,6 @@ FORBIDDEN = ("dask", "distributed", "sklearn", "gymnasium")
         ("dask_dpsgd._server.state", FORBIDDEN),
         ("dask_dpsgd._server.actor", FORBIDDEN),
         ("dask_dpsgd.algorithm", FORBIDDEN),
-        ("dask_dpsgd._orchestration.hsa2c", ("sklearn",)),
         ("dask_dpsgd.datasets", ("dask", "distributed", "numba", "gymnasium")),
     ],
 )

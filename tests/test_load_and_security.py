@@ -228,7 +228,7 @@ def _agent_checks(agent, *, max_staleness=None) -> None:
 
 def _stalled_agent_fit(client, victim, **kw):
     # One worker of 8 stalls for 2 s, 1 s after its training task started.
-    staller = _Staller(client, victim, seconds=2.0, delay=1.0, prefix="hsa2c-worker-")
+    staller = _Staller(client, victim, seconds=2.0, delay=1.0, prefix="hsa2c-segment-")
     staller.start()
     try:
         agent = HSA2CAgent("CartPole-v1", total_timesteps=60_000, n_envs=4,
@@ -294,7 +294,7 @@ _EMBEDDED_SCRIPT = textwrap.dedent("""
     import psutil
 
     from dask_dpsgd import DPSVILatentDirichletAllocation, HSA2CAgent
-    from dask_dpsgd._orchestration.cluster import resolve_cluster
+    from dask_dpsgd.engine._cluster import resolve_cluster
     from dask_dpsgd.datasets import load_nips
 
 

@@ -524,11 +524,12 @@ class A2CRule(AddRule):
                 and float(np.mean(self._recent)) >= self.target_return)
 
     def progress(self) -> dict[str, Any]:
-        """Steps, episodes and the mean return of the last 100 episodes."""
+        """Steps, episodes, the mean return of the last 100 episodes, and whether
+        training is done (:attr:`done`)."""
         n = sum(len(e) for e in self.episodes)
         mean = float(np.mean(self._recent)) if self._recent else float("nan")
         return {"total_steps": self.total_steps, "n_episodes": n,
-                "mean_return_100": mean}
+                "mean_return_100": mean, "done": self.done}
 
     def pull(self, request: Any = None) -> dict[str, Any]:
         """Parameters, step count, observation moments and the done flag (copies)."""

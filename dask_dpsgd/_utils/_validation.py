@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 #: The values of the estimators' ``parallelism`` parameter (the engine's mode; see
-#: ``dask_dpsgd._orchestration.cluster.mode_layout``).
+#: ``dask_dpsgd.engine._cluster.mode_layout``).
 PARALLELISM = ("auto", "serial", "hogwild", "parameter-server", "dpsgd")
 
 

@@ -26,8 +26,6 @@ from sklearn.utils.validation import (
 
 from dask_dpsgd import engine
 from dask_dpsgd._kernels import lda as lda_kernels
-from dask_dpsgd._orchestration.arrays import is_dask_array, map_row_blocks
-from dask_dpsgd._orchestration.live import live_page_banner
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
@@ -41,6 +39,8 @@ from dask_dpsgd._utils._validation import (
     check_counts_finite_nonneg,
 )
 from dask_dpsgd.decomposition._svi import BOUND_KEY, SVIAlgorithm, SVIConfig
+from dask_dpsgd.engine._arrays import is_dask_array, map_row_blocks
+from dask_dpsgd.engine._live import live_page_banner
 from dask_dpsgd.exceptions import _warn_stale_updates
 
 

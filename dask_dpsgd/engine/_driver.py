@@ -33,15 +33,6 @@ import distributed
 import numpy as np
 import scipy.sparse as sp
 
-from dask_dpsgd._orchestration.arrays import is_dask_array
-from dask_dpsgd._orchestration.cluster import (
-    ClusterHandle,
-    WorkerLostError,
-    lost_workers,
-    resolve_cluster,
-)
-from dask_dpsgd._orchestration.live import LiveMetrics, live_metrics
-from dask_dpsgd._orchestration.serving import ServerWatch, serving, start_server
 from dask_dpsgd.algorithm import (
     Algorithm,
     Checkpoint,
@@ -52,6 +43,15 @@ from dask_dpsgd.algorithm import (
     WorkerContext,
     WorkerReport,
 )
+from dask_dpsgd.engine._arrays import is_dask_array
+from dask_dpsgd.engine._cluster import (
+    ClusterHandle,
+    WorkerLostError,
+    lost_workers,
+    resolve_cluster,
+)
+from dask_dpsgd.engine._live import LiveMetrics, live_metrics
+from dask_dpsgd.engine._serving import ServerWatch, serving, start_server
 from dask_dpsgd.engine._worker import (
     evaluate_task,
     prepare_task,
@@ -91,6 +91,7 @@ class _Run:
     ckpt: Checkpoint
     counts: ServerCounts = field(default_factory=ServerCounts)  # at the checkpoint
     pushes_sent: int = 0  # at the checkpoint
+    counters: dict[str, float] = field(default_factory=dict)  # workers', at the checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # at the checkpoint
     events: list[RecoveryEvent] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)
@@ -316,11 +317,14 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
     score_key = f"train/{getattr(algorithm, 'score_name', 'loss')}"
     ckpt = run.ckpt
     base_updates = ckpt.updates_done
+    trained_before = ckpt.snapshot is not None
     server_future, server = start_server(
         client, algorithm.make_rule(ckpt.snapshot, ckpt.updates_done),
         opts.max_staleness, addresses[0], f"{name}-server-{token}")
     base = run.counts
     base_sent = run.pushes_sent
+    base_counters = dict(run.counters)
+    seg_counters: dict[str, float] = {}  # the workers' counters of finished rounds
     pending: list[dict[str, Any]] = []  # history since the checkpoint
     # Pushes of this segment's finished rounds, and the server's received count when
     # the current round began (a mid-round checkpoint counts what it received since).
@@ -344,6 +348,8 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
         run.pushes_sent = base_sent + sent + (
             run.counts.n_received - base.n_received - received_at_round
             if mid_round else 0)
+        run.counters = {k: base_counters.get(k, 0.0) + seg_counters.get(k, 0.0)
+                        for k in base_counters.keys() | seg_counters.keys()}
         run.history.extend(pending)
         pending = []
 
@@ -393,7 +399,8 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                     WorkerContext(w, len(slots), s.threads, r,
                                   np.random.SeedSequence(opts.random_state,
                                                          spawn_key=(r, w)),
-                                  opts.lag, base_updates + version > 0,
+                                  opts.lag,
+                                  trained_before or base_updates + version > 0,
                                   None if plans is None else plans[w]),
                     token, key=f"{name}-{round_name}-{r}-w{w}-{token}",
                     workers=[s.address], allow_other_workers=False, pure=False)
@@ -423,6 +430,9 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                     stop = True
                 last_score = score
             sent += sum(rep.pushes_sent for rep in reports)
+            for rep in reports:
+                for key, value in rep.counters.items():
+                    seg_counters[key] = seg_counters.get(key, 0.0) + value
             emit(record, force=True)
             if ((r + 1 - start) % opts.checkpoint_every == 0
                     or r + 1 == opts.n_rounds or stop):
@@ -442,7 +452,8 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
     return FitResult(snapshot=run.ckpt.snapshot, updates_done=run.ckpt.updates_done,
                      rounds_done=run.ckpt.rounds_done, history=list(run.history),
                      counts=run.counts, pushes_sent=run.pushes_sent,
-                     events=list(run.events), score=score, threads=handle.threads)
+                     events=list(run.events), score=score, threads=handle.threads,
+                     counters=dict(run.counters))
 
 
 def _record(r: int, counts: ServerCounts, t0: float, extra: dict[str, Any]

@@ -1,7 +1,7 @@
 """One worker's rounds in this process, with no cluster: the algorithms' unit-test path.
 
 The parameter server runs on a private event loop thread and is called the way a task
-in the server's own worker calls it (:class:`~dask_dpsgd._orchestration.pusher.LocalServer`),
+in the server's own worker calls it (:class:`~dask_dpsgd.engine._pusher.LocalServer`),
 so the algorithm's loop, the pusher and the server are the code a fit runs.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from dask_dpsgd._orchestration.pusher import LocalServer, Pusher
 from dask_dpsgd._server.actor import ParameterServer
 from dask_dpsgd.algorithm import Algorithm, Checkpoint, WorkerContext, WorkerReport
+from dask_dpsgd.engine._pusher import LocalServer, Pusher
 from dask_dpsgd.engine._worker import drive
 
 

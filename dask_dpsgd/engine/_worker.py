@@ -2,7 +2,7 @@
 
 One round task per worker (docs/design.rst, "DPSGD"): the loop's numba kernels use the
 worker's ``P`` threads (Hogwild inside the worker), and its updates go to the parameter
-server through a :class:`~dask_dpsgd._orchestration.pusher.Pusher` (one awaited call in
+server through a :class:`~dask_dpsgd.engine._pusher.Pusher` (one awaited call in
 flight), asynchronously with the other workers. A push asks for the parameters of the
 update ``1 + lag`` ahead in the same call, so a worker pulls on its own only when no
 reply brought them (the first update of a round, after the synchronous parts).
@@ -17,14 +17,14 @@ from typing import Any
 
 import numba
 
-from dask_dpsgd._orchestration.pusher import (
+from dask_dpsgd.algorithm import Algorithm, WorkerContext, WorkerLoop, WorkerReport
+from dask_dpsgd.engine._pusher import (
     NOTHING,
     Pusher,
     abandoned,
     await_reply,
     reach,
 )
-from dask_dpsgd.algorithm import Algorithm, WorkerContext, WorkerLoop, WorkerReport
 
 
 def drive(loop: WorkerLoop, server: Any, pusher: Pusher,

@@ -14,16 +14,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from dask_dpsgd import engine
 from dask_dpsgd._kernels import nn
-from dask_dpsgd._orchestration.cluster import resolve_cluster
-from dask_dpsgd._orchestration.envs import inspect_env, make_spec
-from dask_dpsgd._orchestration.hsa2c import (
-    HSA2CConfig,
-    Resume,
-    act,
-    run_episodes,
-    run_hsa2c,
-)
-from dask_dpsgd._orchestration.live import live_metrics, live_page_banner
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
@@ -32,11 +22,10 @@ from dask_dpsgd._utils._checkpoint import (
 )
 from dask_dpsgd._utils._report import record_layout, record_server
 from dask_dpsgd._utils._validation import PARALLELISM
+from dask_dpsgd.engine._live import live_page_banner
 from dask_dpsgd.exceptions import _warn_stale_updates
-
-# The engine's server counters (ServerCounts' fields but the histogram).
-SERVER_COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-                   "bytes_pushed", "bytes_pulled", "staleness_sum", "staleness_max")
+from dask_dpsgd.rl._a2c import A2CAlgorithm, A2CConfig, act, run_episodes
+from dask_dpsgd.rl._envs import inspect_env, make_spec
 
 
 class HSA2CAgent(BaseEstimator):
@@ -313,9 +302,9 @@ default="auto"
                              f"{self.net_arch!r}")
         return arch
 
-    def _run_config(self, layout: tuple[int, ...]) -> HSA2CConfig:
+    def _run_config(self, layout: tuple[int, ...]) -> A2CConfig:
         """The workers' hyper-parameters (plain values) for the network ``layout``."""
-        return HSA2CConfig(
+        return A2CConfig(
             layout=layout, n_envs=self.n_envs, n_steps=self.n_steps,
             gamma=float(self.gamma), gae_lambda=float(self.gae_lambda),
             ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
@@ -327,7 +316,7 @@ default="auto"
             normalize_observations=bool(self.normalize_observations),
             clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
             target_return=None if self.target_return is None else float(self.target_return),
-            push_every=self.push_every, lag=1 if self.prefetch else 0)
+            push_every=self.push_every)
 
     def fit(self, X=None, y=None):
         """Train the agent in its environment.
@@ -367,77 +356,78 @@ default="auto"
 
         bar = None
         title = f"HSA2C {spec.name}, {int(self.total_timesteps)} timesteps"
-        with resolve_cluster(self.n_workers, self.threads_per_worker,
-                             parallelism=self.parallelism,
-                             verbose=self.verbose) as handle, \
-                live_metrics(handle.client, "a2c", title,
-                             handle.dashboard_link) as live:
+        algorithm = A2CAlgorithm(spec, cfg, theta0, info.obs_dim, every)
+        pushes = -(-int(self.total_timesteps)
+                   // (self.n_steps * self.n_envs * self.push_every))
+
+        def max_staleness(n_workers: int) -> int | None:
+            self.max_staleness_ = resolve_max_staleness(
+                self.max_staleness, pushes, n_workers, int(self.prefetch))
+            return self.max_staleness_
+
+        def on_start(start: engine.FitStart) -> None:
+            nonlocal bar
             if self.verbose:
                 bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
                            unit="step")
-                banner = live_page_banner(handle.dashboard_link, live.url)
+                banner = live_page_banner(start.dashboard_link, start.live_url)
                 if banner:
                     bar.write(banner)
 
-            def progress(record: dict[str, Any]) -> None:
-                if bar is not None:
-                    bar.n = min(record["time/total_timesteps"], bar.total)
-                    bar.set_postfix({
-                        "ep_rew_mean": f"{record['rollout/ep_rew_mean']:.1f}",
-                        "steps/s": f"{record['time/steps_per_s']:.0f}",
-                        "stale": f"{record['train/staleness_mean']:.2f}"})
-                    bar.refresh()
+        def progress(record: dict[str, Any]) -> None:
+            if bar is not None:
+                bar.n = min(record["time/total_timesteps"], bar.total)
+                bar.set_postfix({
+                    "ep_rew_mean": f"{record['rollout/ep_rew_mean']:.1f}",
+                    "steps/s": f"{record['time/steps_per_s']:.0f}",
+                    "stale": f"{record['train/staleness_mean']:.2f}"})
+                bar.refresh()
 
-            pushes = -(-int(self.total_timesteps)
-                       // (self.n_steps * self.n_envs * self.push_every))
-            self.max_staleness_ = resolve_max_staleness(
-                self.max_staleness, pushes, len(handle.slots), int(self.prefetch))
-            try:
-                result, events = run_hsa2c(handle, spec, cfg, theta0, info.obs_dim,
-                                           entropy=entropy,
-                                           max_staleness=self.max_staleness_,
-                                           progress=progress, checkpoint_every=every,
-                                           resume=resume, on_checkpoint=on_checkpoint,
-                                           live=live,
-                                           poll_interval=float(self.poll_interval))
-            finally:
-                if bar is not None:
-                    bar.close()
-            record_layout(self, handle.threads)
+        try:
+            result = engine.fit(
+                algorithm, spec, n_rounds=algorithm.n_rounds,
+                parallelism=self.parallelism, n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker, lag=int(self.prefetch),
+                max_staleness=max_staleness, random_state=entropy, history="poll",
+                poll_interval=float(self.poll_interval), resume=resume,
+                on_checkpoint=on_checkpoint, progress=progress, title=title,
+                on_start=on_start, verbose=self.verbose)
+        finally:
+            if bar is not None:
+                bar.close()
+        record_layout(self, result.threads)
+        snap = result.snapshot
         self.layout_ = layout
-        self.params_ = result.theta
-        self.obs_mean_ = result.obs_mean if self.normalize_observations else None
-        self.obs_var_ = result.obs_var if self.normalize_observations else None
+        self.params_ = snap["theta"]
+        self.obs_mean_ = snap["obs_mean"] if self.normalize_observations else None
+        self.obs_var_ = snap["obs_var"] if self.normalize_observations else None
         self.observation_shape_ = info.obs_shape
         self.continuous_actions_ = info.continuous
         self.action_dim_ = info.n_act_outputs
         self._action_low = info.action_low
         self._action_high = info.action_high
         self._discrete_start = info.discrete_start
-        eps = result.episodes
+        eps = snap["episodes"]
         self.episode_timesteps_ = eps[:, 0].astype(np.int64)
         self.episode_returns_ = eps[:, 1]
         self.episode_lengths_ = eps[:, 2].astype(np.int64)
-        self.num_timesteps_ = result.total_steps
-        self.n_updates_ = result.updates
-        stats = result.stats
-        counts = engine.ServerCounts(
-            **{k: stats[k] for k in SERVER_COUNTERS},
-            staleness_histogram=result.staleness_histogram)
+        self.num_timesteps_ = int(snap["total_steps"])
+        self.n_updates_ = int(result.counters.get("updates", 0))
+        counts = result.counts
+        events = [e.as_dict() for e in result.events]
         record_server(self, counts=counts, pushes_sent=result.pushes_sent,
-                      history=result.history,
-                      live_url=live.url, events=events,
+                      history=result.history, live_url=result.live_url, events=events,
                       restart_point="the last polled state", stacklevel=2)
-        if not events and stats["n_received"] != result.pushes_sent:
+        if not events and counts.n_received != result.pushes_sent:
             raise RuntimeError(f"update accounting failed: workers sent "
                                f"{result.pushes_sent} pushes, the server received "
-                               f"{stats['n_received']}")
-        if stats["n_rejected_nonfinite"]:
+                               f"{counts.n_received}")
+        if counts.n_rejected_nonfinite:
             raise FloatingPointError(
-                f"{stats['n_rejected_nonfinite']} parameter update(s) held NaN or "
+                f"{counts.n_rejected_nonfinite} parameter update(s) held NaN or "
                 "infinity and were rejected; training diverged (lower learning_rate or "
                 "max_grad_norm, or normalise observations)")
-        _warn_stale_updates(stats["n_rejected_stale"], stats["n_received"],
+        _warn_stale_updates(counts.n_rejected_stale, counts.n_received,
                             self.max_staleness_, self.max_staleness == "auto",
                             stacklevel=2)
         return self
@@ -458,7 +448,7 @@ default="auto"
                 **{k: getattr(self, k) for k in self._CHECKPOINT_PARAMS}}
 
     def _resume(self, fingerprint: dict[str, Any], n_params: int,
-                obs_dim: int) -> tuple[Resume, int]:
+                obs_dim: int) -> tuple[engine.Checkpoint, int]:
         arrays, meta = load_checkpoint(self.checkpoint_path)
         check_fingerprint(self.checkpoint_path, meta, fingerprint)
         keys = ("theta", "obs_mean", "obs_var", "obs_count", "episodes", "total_steps")
@@ -474,18 +464,16 @@ default="auto"
             raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid state "
                              f"(parameters of shape {raw['theta'].shape}, expected "
                              f"({n_params},); all values must be finite)")
-        return Resume(raw, int(meta["segments_started"]),
-                      int(meta["boundaries_done"])), int(meta["entropy"])
+        return (engine.Checkpoint(raw, 0, int(meta["boundaries_done"])),
+                int(meta["entropy"]))
 
     def _checkpoint_writer(self, fingerprint: dict[str, Any], entropy: int) -> Any:
         path = self.checkpoint_path
 
-        def write(raw: dict[str, np.ndarray], segments_started: int,
-                  boundaries_done: int) -> None:
-            save_checkpoint(path, {k: np.asarray(v) for k, v in raw.items()},
+        def write(ckpt: engine.Checkpoint) -> None:
+            save_checkpoint(path, {k: np.asarray(v) for k, v in ckpt.snapshot.items()},
                             {"fingerprint": fingerprint, "entropy": int(entropy),
-                             "segments_started": int(segments_started),
-                             "boundaries_done": int(boundaries_done),
+                             "boundaries_done": int(ckpt.rounds_done),
                              "format": "dask-dpsgd-hsa2c-checkpoint-1"})
 
         return write

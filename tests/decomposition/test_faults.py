@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dask_dpsgd import DPSVILatentDirichletAllocation as LDA
-from dask_dpsgd._orchestration.cluster import current_workers
+from dask_dpsgd.engine._cluster import current_workers
 from dask_dpsgd.exceptions import WorkerLostWarning
 from tests._faults import KILL_SEEDS, check_recovery, kill_after, kill_point
 

@@ -19,7 +19,7 @@ from scipy.special import gammaln, psi
 from sklearn.decomposition import LatentDirichletAllocation
 
 from dask_dpsgd import DPSVILatentDirichletAllocation
-from dask_dpsgd._orchestration.cluster import apply_n_jobs
+from dask_dpsgd.engine._cluster import apply_n_jobs
 
 LDA = DPSVILatentDirichletAllocation
 

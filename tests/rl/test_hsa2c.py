@@ -12,7 +12,7 @@ import pytest
 from sklearn.base import clone
 
 from dask_dpsgd import HSA2CAgent
-from dask_dpsgd._orchestration.cluster import current_workers
+from dask_dpsgd.engine._cluster import current_workers
 from dask_dpsgd.exceptions import WorkerLostWarning
 from tests._faults import KILL_SEEDS, check_recovery, kill_after, kill_point
 
@@ -161,7 +161,7 @@ def test_one_worker_one_core_is_deterministic(client):
 
 def test_threads_do_not_change_the_result(client):
     # 8 steps x 64 envs = 512 samples: large enough that 2 threads split the gradient.
-    from dask_dpsgd._orchestration.hsa2c import PARALLEL_MIN_BATCH
+    from dask_dpsgd.rl._a2c import PARALLEL_MIN_BATCH
 
     assert 8 * 64 >= PARALLEL_MIN_BATCH
     kw = dict(total_timesteps=8_192, n_steps=8, n_envs=64, random_state=3, n_workers=1)

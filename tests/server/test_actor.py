@@ -16,9 +16,9 @@ import copy
 import numpy as np
 import pytest
 
-from dask_dpsgd._orchestration.pusher import LocalServer
 from dask_dpsgd._server.actor import ParameterServer
 from dask_dpsgd._server.state import A2CRule, AddRule, SVIRule
+from dask_dpsgd.engine._pusher import LocalServer
 
 
 def _arrays(obj, seen=None):

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from dask_dpsgd._orchestration.live import metrics_page_url
-from dask_dpsgd._orchestration.live_store import MetricsStore
+from dask_dpsgd.engine._live import metrics_page_url
+from dask_dpsgd.engine._live_store import MetricsStore
 
 
 def test_store_keeps_columns_aligned_and_the_last_fits():
@@ -50,7 +50,7 @@ class _RefusingClient:
 
 
 def test_a_refusing_scheduler_does_not_stop_the_fit():
-    from dask_dpsgd._orchestration.live import live_metrics
+    from dask_dpsgd.engine._live import live_metrics
 
     client = _RefusingClient()
     with live_metrics(client, "lda", "t", "http://h:1/status") as live:
@@ -211,7 +211,7 @@ def test_bound_meter_windows_the_servers_sums():
 
 
 def test_banner_says_where_the_page_is():
-    from dask_dpsgd._orchestration.live import live_page_banner
+    from dask_dpsgd.engine._live import live_page_banner
 
     text = live_page_banner("http://127.0.0.1:1/status",
                             "http://127.0.0.1:1/dpsgd/status?fit=lda-1")

@@ -26,8 +26,8 @@ from typing import Any
 import distributed
 import joblib
 
-from dask_dpsgd._orchestration.live import metrics_page_url
 from dask_dpsgd._utils._validation import PARALLELISM, effective_mode
+from dask_dpsgd.engine._live import metrics_page_url
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The scheduler-side pages of the live training metrics (see :mod:`.live`).
 
 Routes, added to the scheduler's HTTP application (the dashboard's port) when the
-:class:`~dask_dpsgd._orchestration.live.LiveMetricsPlugin` starts:
+:class:`~dask_dpsgd.engine._live.LiveMetricsPlugin` starts:
 
 ``<prefix>dpsgd/status[?fit=<id>]``
     A Bokeh page of one fit's curves (default: the fit started last). It is a static
@@ -28,7 +28,7 @@ from typing import Any
 
 from tornado import web
 
-from dask_dpsgd._orchestration.live_store import PLUGIN_NAME, ROUTE, MetricsStore
+from dask_dpsgd.engine._live_store import PLUGIN_NAME, ROUTE, MetricsStore
 
 logger = logging.getLogger(__name__)
 

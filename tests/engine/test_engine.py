@@ -10,18 +10,18 @@ import joblib
 import numpy as np
 import pytest
 
-from dask_dpsgd._orchestration.cluster import (
+from dask_dpsgd._server.actor import ParameterServer
+from dask_dpsgd._server.state import AddRule
+from dask_dpsgd._utils._validation import effective_mode
+from dask_dpsgd.decomposition._svi import WarmPart, warmup_schedule
+from dask_dpsgd.engine._cluster import (
     _budget,
     default_layout,
     machine_cores,
     mode_layout,
     resolve_cluster,
 )
-from dask_dpsgd._orchestration.pusher import LocalServer, Pusher, reach
-from dask_dpsgd._server.actor import ParameterServer
-from dask_dpsgd._server.state import AddRule
-from dask_dpsgd._utils._validation import effective_mode
-from dask_dpsgd.decomposition._svi import WarmPart, warmup_schedule
+from dask_dpsgd.engine._pusher import LocalServer, Pusher, reach
 
 
 @pytest.mark.parametrize(
@@ -280,14 +280,14 @@ def test_fits_show_up_as_named_spans_and_task_prefixes(client):
     prefixes = client.run_on_scheduler(
         lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert any(p.startswith("dpsvi-pass") for p in prefixes)
-    assert any(p.startswith("hsa2c-worker") for p in prefixes)
+    assert any(p.startswith("hsa2c-segment") for p in prefixes)
 
 
 def test_machine_cores_honours_the_cpu_limits_joblib_reads():
     """The embedded cluster is sized by ``joblib.cpu_count``: CPU affinity, a container's
     cgroup quota and ``LOKY_MAX_CPU_COUNT`` all cap it (checked in fresh interpreters,
     where the variable is read)."""
-    code = ("from dask_dpsgd._orchestration.cluster import machine_cores, "
+    code = ("from dask_dpsgd.engine._cluster import machine_cores, "
             "default_layout; c = machine_cores(); print(c, *default_layout(None, None, c))")
     env = {**os.environ, "LOKY_MAX_CPU_COUNT": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

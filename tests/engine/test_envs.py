@@ -1,4 +1,4 @@
-"""The workers' vectorised environments (``dask_dpsgd._orchestration.envs``).
+"""The workers' vectorised environments (``dask_dpsgd.rl._envs``).
 
 ``BoxSyncVectorEnv`` replaces gymnasium's ``SyncVectorEnv.step`` by a leaner one for
 Box observations; these tests hold it to the parent's outputs, step for step, on real
@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from dask_dpsgd._orchestration.envs import BoxSyncVectorEnv, make_spec, make_vector_env
+from dask_dpsgd.rl._envs import BoxSyncVectorEnv, make_spec, make_vector_env
 
 
 def _actions(space: gym.Space, n_steps: int, seed: int) -> list[np.ndarray]:

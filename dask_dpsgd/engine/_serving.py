@@ -3,7 +3,7 @@
 Both estimators run a fit as one or more *segments*: a parameter-server actor plus
 worker tasks. A segment ends normally, on an error, or because a worker left the
 cluster; :func:`serving` turns any error explained by a lost worker into
-:class:`~dask_dpsgd._orchestration.cluster.WorkerLostError` (the signal to recover) and
+:class:`~dask_dpsgd.engine._cluster.WorkerLostError` (the signal to recover) and
 always releases the segment's worker tasks and the actor.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from dask_dpsgd._orchestration.cluster import WorkerLostError, lost_workers
-from dask_dpsgd._orchestration.pusher import abort_segment, close_server
 from dask_dpsgd._server.actor import ParameterServer
 from dask_dpsgd._server.state import UpdateRule
+from dask_dpsgd.engine._cluster import WorkerLostError, lost_workers
+from dask_dpsgd.engine._pusher import abort_segment, close_server
 
 
 def start_server(client: Any, rule: UpdateRule,

@@ -31,8 +31,8 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from dask_dpsgd._orchestration.live_page import add_routes
-from dask_dpsgd._orchestration.live_store import (
+from dask_dpsgd.engine._live_page import add_routes
+from dask_dpsgd.engine._live_store import (
     PLUGIN_NAME,
     ROUTE,
     TOPIC,
