@@ -152,9 +152,6 @@ def _grad_norm(grad):
     return math.sqrt(s)
 
 
-grad_norm = numba.njit(f"float64({_F1})", **_JIT)(_grad_norm)
-
-
 def _clip_grad_norm(grad, max_norm):
     """Scale ``grad`` in place so its norm is at most ``max_norm``; return the factor.
 
@@ -351,6 +348,7 @@ def _running_mean_std_merge(mean, var, count, other_mean, other_var, other_count
 
 
 _running_mean_std_merge_jit = numba.njit(**_JIT)(_running_mean_std_merge)
+#: Merges a worker's moments into the server's (``A2CRule``).
 running_mean_std_merge = numba.njit(
     f"float64({_F1}, {_F1}, float64, {_F1}, {_F1}, float64)", **_JIT
 )(_running_mean_std_merge)

@@ -24,7 +24,8 @@ every network depth. Layout format::
     layout[7]  n_vf_layers      hidden layers + head of the value net
     layout[8]  max_width        widest layer output (delta buffers)
     layout[9]  work_size        workspace length of one chunk (float64)
-    layout[10] action_dim       columns of the actions array (1 if discrete)
+    layout[10] action_dim       columns of the actions array (1 if discrete; no kernel
+                                reads it: the callers size the arrays)
     layout[11] block            samples processed together per layer (cache blocking)
     layout[12:] one record of 5 ints per dense layer, policy net first, then value net:
                (w_off, b_off, n_in, n_out, act_off)
@@ -71,7 +72,6 @@ L_N_PI = 6
 L_N_VF = 7
 L_MAX_WIDTH = 8
 L_WORK_SIZE = 9
-L_ACTION_DIM = 10
 L_BLOCK = 11
 HEADER = 12
 REC = 5
@@ -887,53 +887,6 @@ def _sample_action(theta, layout, w, hs, deterministic, noise_row, a_row):
 
 
 _sample_action_jit = numba.njit(cache=True, nogil=True)(_sample_action)
-
-
-def _policy_value_forward(theta, layout, obs, out_pi, out_values):
-    """Policy head outputs and values for a batch of observations.
-
-    Parameters
-    ----------
-    theta : ndarray of float64, shape (n_params,)
-        Parameters ``v``.
-    layout : ndarray of int64
-        ``np.asarray(make_layout(...), np.int64)``.
-    obs : ndarray of float64, shape (n, obs_dim)
-        Observations ``s``.
-    out_pi : ndarray of float64, shape (n, n_act_outputs)
-        Written: logits (Discrete) or Gaussian means ``mu(s)`` (Box); the Gaussian's
-        ``log_std`` is ``theta[layout[5]:layout[5] + n_act_outputs]``.
-    out_values : ndarray of float64, shape (n,)
-        Written: ``V(s)``.
-
-    Notes
-    -----
-    Equivalent to ``out_pi = pi_net(obs)``, ``out_values = vf_net(obs)[:, 0]`` with
-    ``pi_net = Linear o act o ... o act o Linear`` (see ``tests/_naive_a2c.py``).
-    """
-    w = np.empty(layout[L_WORK_SIZE])
-    x = obs.reshape(-1)
-    n = obs.shape[0]
-    blk = layout[L_BLOCK]
-    n_pi = layout[L_N_PI]
-    k_out = layout[L_N_OUT]
-    obs_dim = layout[L_OBS_DIM]
-    for i0 in range(0, n, blk):
-        m = min(blk, n - i0)
-        head = _mlp_forward_jit(theta, layout, 0, n_pi, x, i0 * obs_dim, m, w)
-        for s in range(m):
-            for k in range(k_out):
-                out_pi[i0 + s, k] = w[head + s * k_out + k]
-        vhead = _mlp_forward_jit(
-            theta, layout, n_pi, layout[L_N_VF], x, i0 * obs_dim, m, w
-        )
-        for s in range(m):
-            out_values[i0 + s] = w[vhead + s]
-
-
-policy_value_forward = numba.njit(
-    f"void({_F1}, {_I1}, {_F2}, {_F2}, {_F1})", cache=True, nogil=True
-)(_policy_value_forward)
 
 
 def _predict_values(theta, layout, obs, out_values):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dask_dpsgd._kernels.a2c import running_mean_std_merge
 from dask_dpsgd._kernels.lda import gather_rows_affine, scatter_add_rows
 
 # Initial length of the staleness histogram; it grows (doubling) to hold any value, so
@@ -499,13 +500,10 @@ class A2CRule(AddRule):
         if moments is not None:
             mean, var, count = moments
             if count > 0:
-                total = self.obs_count + count
-                d = mean - self.obs_mean
-                m2 = (self.obs_var * self.obs_count + var * count
-                      + d * d * self.obs_count * count / total)
-                self.obs_mean = self.obs_mean + d * count / total
-                self.obs_var = m2 / total
-                self.obs_count = total
+                self.obs_count = running_mean_std_merge(
+                    self.obs_mean, self.obs_var, float(self.obs_count),
+                    np.ascontiguousarray(mean, dtype=np.float64),
+                    np.ascontiguousarray(var, dtype=np.float64), float(count))
 
     def is_finite(self, delta: dict[str, Any]) -> bool:
         """Reject NaN/inf parameter steps or moments."""

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -25,6 +26,57 @@ OBS_DIM = 3
 N_ACT = 3
 ENT_COEF = 0.01
 VF_COEF = 0.5
+
+# The network's forward pass with both heads' raw outputs (logits or means, values),
+# for the tests only: the library's kernels act (policy_act_value) or value
+# (predict_values) instead.
+_mlp_forward = nn._mlp_forward_jit
+
+
+def _policy_value_forward_py(theta, layout, obs, out_pi, out_values):
+    """Policy head outputs and values for a batch of observations.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        Parameters ``v``.
+    layout : ndarray of int64
+        ``np.asarray(make_layout(...), np.int64)``.
+    obs : ndarray of float64, shape (n, obs_dim)
+        Observations ``s``.
+    out_pi : ndarray of float64, shape (n, n_act_outputs)
+        Written: logits (Discrete) or Gaussian means ``mu(s)`` (Box); the Gaussian's
+        ``log_std`` is ``theta[layout[5]:layout[5] + n_act_outputs]``.
+    out_values : ndarray of float64, shape (n,)
+        Written: ``V(s)``.
+
+    Notes
+    -----
+    Equivalent to ``out_pi = pi_net(obs)``, ``out_values = vf_net(obs)[:, 0]`` with
+    ``pi_net = Linear o act o ... o act o Linear`` (see ``tests/_naive_a2c.py``).
+    """
+    w = np.empty(layout[nn.L_WORK_SIZE])
+    x = obs.reshape(-1)
+    n = obs.shape[0]
+    blk = layout[nn.L_BLOCK]
+    n_pi = layout[nn.L_N_PI]
+    k_out = layout[nn.L_N_OUT]
+    obs_dim = layout[nn.L_OBS_DIM]
+    for i0 in range(0, n, blk):
+        m = min(blk, n - i0)
+        head = _mlp_forward(theta, layout, 0, n_pi, x, i0 * obs_dim, m, w)
+        for s in range(m):
+            for k in range(k_out):
+                out_pi[i0 + s, k] = w[head + s * k_out + k]
+        vhead = _mlp_forward(
+            theta, layout, n_pi, layout[nn.L_N_VF], x, i0 * obs_dim, m, w
+        )
+        for s in range(m):
+            out_values[i0 + s] = w[vhead + s]
+
+
+policy_value_forward = numba.njit(cache=True, nogil=True)(_policy_value_forward_py)
+
 
 
 def _problem(continuous, activation, n=9, seed=0, hidden=(5, 4), hidden_vf=(6,)):
@@ -120,7 +172,7 @@ def test_forward_matches_naive(continuous, activation):
     layout, lay, theta, obs, *_ = _problem(continuous, activation)
     pi = np.empty((len(obs), N_ACT))
     values = np.empty(len(obs))
-    nn.policy_value_forward(theta, lay, obs, pi, values)
+    policy_value_forward(theta, lay, obs, pi, values)
     ref_pi, ref_values = naive.forward(theta, layout, obs)
     np.testing.assert_allclose(pi, ref_pi, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(values, ref_values, rtol=1e-12, atol=1e-14)
@@ -135,7 +187,7 @@ def test_linear_heads_without_hidden_layers():
     )
     pi = np.empty((len(obs), N_ACT))
     values = np.empty(len(obs))
-    nn.policy_value_forward(theta, lay, obs, pi, values)
+    policy_value_forward(theta, lay, obs, pi, values)
     np.testing.assert_allclose(pi, naive.forward(theta, layout, obs)[0], rtol=1e-12)
     _, grad, _ = _kernel_grad(
         nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
@@ -148,14 +200,13 @@ def test_linear_heads_without_hidden_layers():
 
 def test_kernels_demand_c_contiguous_float64():
     _, lay, theta, obs, *_ = _problem(False, "tanh")
-    pi = np.empty((len(obs), N_ACT))
     values = np.empty(len(obs))
     with pytest.raises(TypeError):
-        nn.policy_value_forward(theta, lay, np.asfortranarray(obs), pi, values)
+        nn.predict_values(theta, lay, np.asfortranarray(obs), values)
     with pytest.raises(TypeError):
-        nn.policy_value_forward(theta, lay, obs.astype(np.float32), pi, values)
+        nn.predict_values(theta, lay, obs.astype(np.float32), values)
     # Explicit signatures: nothing was compiled beyond the declared one.
-    assert len(nn.policy_value_forward.signatures) == 1
+    assert len(nn.predict_values.signatures) == 1
 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
@@ -551,7 +602,7 @@ def test_clip_grad_norm_by_hand():
     small = np.array([0.1, -0.2])
     assert a2c.clip_grad_norm(small, 0.5) == 1.0
     np.testing.assert_array_equal(small, [0.1, -0.2])
-    assert a2c.grad_norm(np.array([3.0, 4.0])) == 5.0
+    assert a2c._grad_norm(np.array([3.0, 4.0])) == 5.0
 
 
 def test_clip_grad_norm_matches_torch():
