@@ -114,8 +114,9 @@ class WorkerLoop(Protocol):
         """
 
     def report(self) -> dict[str, float]:
-        """Counters of the round (e.g. ``compute_s``), summed over workers by the
-        engine and shown in :attr:`RoundRecord.workers`."""
+        """Counters of the round (e.g. ``time/compute_s``), summed over the workers;
+        those whose name holds a ``/`` go into the round's history record, all into
+        :attr:`FitResult.counters`."""
 
 
 class Algorithm(Protocol):
@@ -229,10 +230,15 @@ class ServerCounts:
         hist = np.zeros(max(len(self.staleness_histogram), len(histogram)), np.int64)
         hist[:len(self.staleness_histogram)] += self.staleness_histogram
         hist[:len(histogram)] += histogram
+        def add(key: str) -> int:
+            return int(getattr(self, key)) + int(stats[key])
+
         return ServerCounts(
-            *(getattr(self, k) + int(stats[k]) for k in (
-                "n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-                "bytes_pushed", "bytes_pulled", "staleness_sum")),
+            n_received=add("n_received"), n_applied=add("n_applied"),
+            n_rejected_stale=add("n_rejected_stale"),
+            n_rejected_nonfinite=add("n_rejected_nonfinite"),
+            bytes_pushed=add("bytes_pushed"), bytes_pulled=add("bytes_pulled"),
+            staleness_sum=add("staleness_sum"),
             staleness_max=max(self.staleness_max, int(stats["staleness_max"])),
             staleness_histogram=hist)
 
@@ -270,15 +276,15 @@ class Checkpoint:
 
     Attributes
     ----------
-    snapshot : dict of str to ndarray
-        The rule's ``snapshot()``.
+    snapshot : dict of str to ndarray or None
+        The rule's ``snapshot()`` (``None``: the initial parameters).
     updates_done : int
         Updates applied to the model before this point (all segments, all fits).
     rounds_done : int
         Rounds completed.
     """
 
-    snapshot: dict[str, Any]
+    snapshot: dict[str, Any] | None
     updates_done: int
     rounds_done: int
 

@@ -56,6 +56,18 @@ def test_import_contracts_hold():
     assert "0 broken" in out.stdout
 
 
+def test_engine_and_server_type_check():
+    """mypy on the files ``[tool.mypy]`` names: the engine, the parameter server and
+    the plug-in protocol."""
+    root = Path(__file__).resolve().parents[1]
+    mypy = Path(sys.executable).parent / "mypy"
+    out = subprocess.run([str(mypy), "--config-file", str(root / "pyproject.toml"),
+                          "--cache-dir", "/dev/null"], capture_output=True, text=True,
+                         cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "Success: no issues found" in out.stdout
+
+
 def _script_imports(path: Path, names: set[str]) -> set[str]:
     """The sibling scripts ``path`` imports, at any depth of the file."""
     found = set()

@@ -199,7 +199,14 @@ class ServerState:
         if len(parts) < n_parts:
             return PushOutcome(True, self.version - base_version, self.version)
         del self._parts[slot]
-        merged = parts[0][0] if n_parts == 1 else self.rule.merge([d for d, _ in parts])
+        if n_parts == 1:
+            merged = parts[0][0]
+        else:
+            merge = getattr(self.rule, "merge", None)
+            if merge is None:
+                raise TypeError(f"{type(self.rule).__name__} cannot merge the parts of a "
+                                "synchronous update: it defines no merge(deltas)")
+            merged = merge([d for d, _ in parts])
         return self._settle(merged, min(v for _, v in parts), n_parts)
 
     def push(self, delta: Any, base_version: int, worker: int = 0) -> PushOutcome:
@@ -358,13 +365,13 @@ class SVIRule:
                          rho * self.total_samples / batch_docs / self.scale)
 
     @staticmethod
-    def merge(deltas: list[tuple[np.ndarray, np.ndarray, int]]
-              ) -> tuple[np.ndarray, np.ndarray, int]:
+    def merge(deltas: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         """One update from the parts of a minibatch: their statistics, documents and
         (when every part has one) bounds and tokens add."""
-        merged = (np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
-                  np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
-                  sum(int(d[2]) for d in deltas))
+        merged: tuple[Any, ...] = (
+            np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
+            np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
+            sum(int(d[2]) for d in deltas))
         if all(len(d) > 3 for d in deltas):
             merged += ((sum(float(d[3][0]) for d in deltas),
                         sum(float(d[3][1]) for d in deltas)),)
@@ -395,7 +402,7 @@ class SVIRule:
         return {"bound_sum": self.bound_sum, "bound_tokens": self.bound_tokens,
                 "bound_updates": self.bound_updates}
 
-    def snapshot(self) -> dict[str, np.ndarray]:
+    def snapshot(self) -> dict[str, Any]:
         """The dense ``lambda`` (word-major) and the internal state (``raw``)."""
         return {"lambda": self.eta + self.scale * self.M,
                 "raw": {"M": self.M.copy(), "scale": np.array(self.scale),
@@ -441,7 +448,7 @@ class AddRule:
         return _payload_nbytes(obj)
 
 
-class A2CRule(AddRule):
+class A2CRule:
     """Actor-critic parameters plus what the agent's workers report with each push.
 
     An update is a dict: ``theta`` (the optimiser steps the worker applied since its
@@ -467,7 +474,7 @@ class A2CRule(AddRule):
     def __init__(self, theta: np.ndarray, obs_dim: int, total_timesteps: int,
                  target_return: float | None = None,
                  raw: dict[str, Any] | None = None) -> None:
-        super().__init__(theta)
+        self.theta = np.array(theta, dtype=np.float64)
         self.total_timesteps = int(total_timesteps)
         self.target_return = target_return
         self._recent: list[float] = []
@@ -546,3 +553,7 @@ class A2CRule(AddRule):
         return {"theta": self.theta.copy(), "obs_mean": self.obs_mean.copy(),
                 "obs_var": self.obs_var.copy(), "obs_count": np.array(self.obs_count),
                 "episodes": self.episode_log(), "total_steps": np.array(self.total_steps)}
+
+    def nbytes(self, obj: Any) -> int:
+        """Bytes of arrays in an update or payload."""
+        return _payload_nbytes(obj)

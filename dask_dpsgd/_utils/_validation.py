@@ -35,7 +35,7 @@ def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
         Naming the first problem found: NaN or infinite entries, negative entries, or
         no positive entry at all.
     """
-    data = X.data if sp.issparse(X) else np.asarray(X)
+    data = np.asarray(X.data) if sp.issparse(X) else np.asarray(X)
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype,
                                                                  np.complexfloating):
         raise ValueError(f"{whom}: document-word counts must be real numbers, got "
@@ -56,7 +56,7 @@ def check_counts(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
 
 def check_counts_finite_nonneg(X: sp.csr_matrix | np.ndarray, whom: str) -> None:
     """As :func:`check_counts`, but an all-zero block is allowed (transform input)."""
-    data = X.data if sp.issparse(X) else np.asarray(X)
+    data = np.asarray(X.data) if sp.issparse(X) else np.asarray(X)
     if data.size and (data > 0).any():
         check_counts(X, whom)
         return

@@ -142,13 +142,13 @@ def default_layout(n_workers: int | None, threads_per_worker: int | None,
     -------
     (n_workers, threads_per_worker)
     """
-    if n_workers is None and threads_per_worker is None:
-        threads_per_worker = _auto_threads(cores)
+    if threads_per_worker is None:
+        if n_workers is None:
+            threads_per_worker = _auto_threads(cores)
+        else:
+            return n_workers, max(1, cores // n_workers)
+    if n_workers is None:
         n_workers = max(1, cores // threads_per_worker)
-    elif n_workers is None:
-        n_workers = max(1, cores // threads_per_worker)
-    elif threads_per_worker is None:
-        threads_per_worker = max(1, cores // n_workers)
     return n_workers, threads_per_worker
 
 
@@ -227,7 +227,7 @@ def apply_n_jobs(threads: int, n_jobs: int | None) -> int:
     return max(1, threads + 1 + n_jobs)
 
 
-def _budget(probes: dict[str, dict[str, object]], addresses: list[str],
+def _budget(probes: dict[str, dict[str, Any]], addresses: list[str],
             threads_per_worker: int | None, cap: int | None = None
             ) -> tuple[WorkerSlot, ...]:
     """Numba threads for each chosen worker so that no host is oversubscribed."""

@@ -22,6 +22,7 @@ Layout of one fit (docs/design.rst, "DPSGD"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -407,7 +408,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                 for w, s in enumerate(slots)]
             reports: list[WorkerReport] = gather_round(
                 futures, addresses, poll=opts.poll_interval,
-                on_poll=lambda r=r: poll(r))
+                on_poll=functools.partial(poll, r))
             elapsed = time.perf_counter() - t_round
             counts = counts_now()
             progress = server.progress().result()
@@ -445,15 +446,17 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             # Records after the last checkpoint (history="poll"), or no round run at
             # all: the server's state is the result.
             take_checkpoint(run.ckpt.rounds_done, server.snapshot().result())
-        score = None
+        final = run.ckpt.snapshot
+        assert final is not None  # a checkpoint of this segment's server
+        final_score = None
         if opts.final_score:
-            score = _evaluate(handle, server, shards, algorithm, token, "final",
-                              run.ckpt.snapshot)
-    return FitResult(snapshot=run.ckpt.snapshot, updates_done=run.ckpt.updates_done,
+            final_score = _evaluate(handle, server, shards, algorithm, token, "final",
+                                    final)
+    return FitResult(snapshot=final, updates_done=run.ckpt.updates_done,
                      rounds_done=run.ckpt.rounds_done, history=list(run.history),
                      counts=run.counts, pushes_sent=run.pushes_sent,
-                     events=list(run.events), score=score, threads=handle.threads,
-                     counters=dict(run.counters))
+                     events=list(run.events), score=final_score,
+                     threads=handle.threads, counters=dict(run.counters))
 
 
 def _record(r: int, counts: ServerCounts, t0: float, extra: dict[str, Any]

@@ -26,7 +26,7 @@ import html
 import logging
 from typing import Any
 
-from tornado import web
+import tornado.web as web
 
 from dask_dpsgd.engine._live_store import PLUGIN_NAME, ROUTE, MetricsStore
 
@@ -146,7 +146,7 @@ def bokeh_page(store: MetricsStore, fit_id: str) -> str:
     fit = store.fits[fit_id]
     panels = PANELS.get(fit["kind"], []) + COMMON_PANELS
     keys = ["time/elapsed_s"] + [k for _, ks in panels for k in ks]
-    initial = {k: [] for k in keys}
+    initial: dict[str, list[float]] = {k: [] for k in keys}
     # Relative URLs: right under any HTTP prefix or proxy in front of the dashboard.
     source = AjaxDataSource(data_url=f"series.json?fit={fit_id}", method="GET",
                             polling_interval=1000, mode="replace", data=initial,
