@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import bench_nmf
 import summarize_modes
 from _tables import machine_block, med, spread, table
 
@@ -1205,7 +1206,7 @@ NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"
 
 def _renderers() -> dict[str, tuple[str, Callable[[dict[str, Any], Path], str]]]:
     """:data:`RENDERERS` plus those of the other ``summarize_*`` modules."""
-    return {**RENDERERS, **summarize_modes.RENDERERS}
+    return {**RENDERERS, **summarize_modes.RENDERERS, **bench_nmf.RENDERERS}
 
 
 POOLED_TITLE = "A2C: HSA2C vs stable-baselines3, every seed of the same code pooled"

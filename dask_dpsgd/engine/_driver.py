@@ -95,7 +95,9 @@ class _Run:
     counters: dict[str, float] = field(default_factory=dict)  # workers', at the checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # at the checkpoint
     events: list[RecoveryEvent] = field(default_factory=list)
-    t0: float = field(default_factory=time.perf_counter)
+    # The fit's clock (time/elapsed_s): from its first server's start, so placing the
+    # data and starting the server are not counted.
+    t0: float | None = None
 
 
 def fit(algorithm: Algorithm, data: Any, *, n_rounds: int = 1,
@@ -322,6 +324,9 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
     server_future, server = start_server(
         client, algorithm.make_rule(ckpt.snapshot, ckpt.updates_done),
         opts.max_staleness, addresses[0], f"{name}-server-{token}")
+    if run.t0 is None:
+        run.t0 = time.perf_counter()
+    t0 = run.t0
     base = run.counts
     base_sent = run.pushes_sent
     base_counters = dict(run.counters)
@@ -372,7 +377,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             snap = server.snapshot().result()
             # The in-memory checkpoint a recovery restarts from (mid-round).
             take_checkpoint(r, snap, mid_round=True)
-            emit(_record(r, counts, run.t0, algorithm.record(progress, snap[1], None)))
+            emit(_record(r, counts, t0, algorithm.record(progress, snap[1], None)))
             return
         if live is None or not live.due():
             return
@@ -381,7 +386,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             progress = server.progress().result(timeout=2)
         except Exception:  # noqa: BLE001 - as above
             return
-        record = _record(r, counts, run.t0, algorithm.record(progress, None, None))
+        record = _record(r, counts, t0, algorithm.record(progress, None, None))
         if last_score is not None:
             record[score_key] = last_score
         live.publish(record)
@@ -413,7 +418,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             counts = counts_now()
             progress = server.progress().result()
             snap = server.snapshot().result()
-            record = _record(r + 1, counts, run.t0, {})
+            record = _record(r + 1, counts, t0, {})
             record[round_key] = record.pop("round")
             record[f"time/{round_name}_s"] = elapsed
             record["time/wait_s"] = sum(rep.wait_s for rep in reports)
