@@ -322,18 +322,18 @@ class SVIRule:
 
     def __init__(self, lam: np.ndarray, eta: float, learning_offset: float,
                  learning_decay: float, total_samples: float, first_step: int = 1,
-                 raw: dict[str, np.ndarray] | None = None) -> None:
+                 state: dict[str, np.ndarray] | None = None) -> None:
         self.eta = float(eta)
         self.learning_offset = float(learning_offset)
         self.learning_decay = float(learning_decay)
         self.total_samples = float(total_samples)
         self.first_step = int(first_step)
-        if raw is not None:
+        if state is not None:
             # Exact restart from another server's internal state (a checkpoint), so a
             # resumed fit repeats an uninterrupted one bit for bit.
-            self.M = np.array(raw["M"], dtype=np.float64, order="C")
-            self.scale = float(raw["scale"])
-            self.M_rowsum = np.array(raw["M_rowsum"], dtype=np.float64)
+            self.M = np.array(state["M"], dtype=np.float64, order="C")
+            self.scale = float(state["scale"])
+            self.M_rowsum = np.array(state["M_rowsum"], dtype=np.float64)
         else:
             lam = np.asarray(lam, dtype=np.float64)
             self.M = np.ascontiguousarray(lam - self.eta)  # own copy
@@ -403,9 +403,10 @@ class SVIRule:
                 "bound_updates": self.bound_updates}
 
     def snapshot(self) -> dict[str, Any]:
-        """The dense ``lambda`` (word-major) and the internal state (``raw``)."""
+        """The dense ``lambda`` (word-major) and the internal state (``state``: what
+        the constructor's ``state`` takes back)."""
         return {"lambda": self.eta + self.scale * self.M,
-                "raw": {"M": self.M.copy(), "scale": np.array(self.scale),
+                "state": {"M": self.M.copy(), "scale": np.array(self.scale),
                         "M_rowsum": self.M_rowsum.copy()}}
 
     def nbytes(self, obj: Any) -> int:
@@ -473,7 +474,7 @@ class A2CRule:
 
     def __init__(self, theta: np.ndarray, obs_dim: int, total_timesteps: int,
                  target_return: float | None = None,
-                 raw: dict[str, Any] | None = None) -> None:
+                 snapshot: dict[str, Any] | None = None) -> None:
         self.theta = np.array(theta, dtype=np.float64)
         self.total_timesteps = int(total_timesteps)
         self.target_return = target_return
@@ -483,16 +484,16 @@ class A2CRule:
         self.obs_mean = np.zeros(obs_dim)
         self.obs_var = np.ones(obs_dim)
         self.obs_count = 1e-4  # SB3 RunningMeanStd's epsilon prior count
-        if raw is not None:
-            # Continue another server's run (recovery after a lost worker).
-            self.total_steps = int(raw["total_steps"])
-            eps = np.asarray(raw["episodes"], dtype=np.float64).reshape(-1, 3)
-            if len(eps):
-                self.episodes.append(eps)
-                self._recent = eps[-100:, 1].tolist()
-            self.obs_mean = np.array(raw["obs_mean"], dtype=np.float64)
-            self.obs_var = np.array(raw["obs_var"], dtype=np.float64)
-            self.obs_count = float(raw["obs_count"])
+        if snapshot is not None:
+            # Continue another server's run (a checkpoint: this rule's snapshot()).
+            self.total_steps = int(snapshot["total_steps"])
+            done = np.asarray(snapshot["episodes"], dtype=np.float64).reshape(-1, 3)
+            if len(done):
+                self.episodes.append(done)
+                self._recent = done[-100:, 1].tolist()
+            self.obs_mean = np.array(snapshot["obs_mean"], dtype=np.float64)
+            self.obs_var = np.array(snapshot["obs_var"], dtype=np.float64)
+            self.obs_count = float(snapshot["obs_count"])
 
     def apply(self, delta: dict[str, Any], step: int) -> None:
         """``theta += delta["theta"]``; count steps; log episodes; merge moments."""

@@ -174,8 +174,9 @@ default="auto"
         error. The mode run is in ``parallelism_``.
     prefetch : bool, default=False
         Overlap each worker's next E-step with its previous push (the worker computes on
-        parameters that lack its own last update). ``False`` waits for the reply, which
-        with one worker is exactly scikit-learn's online algorithm.
+        parameters that lack its own last update): the engine's ``lag`` of 1.
+        ``False`` (lag 0) waits for the reply, which with one worker is exactly
+        scikit-learn's online algorithm.
     max_staleness : int, "auto" or None, default="auto"
         Staleness limit: the server *rejects* (never down-weights) a push computed on
         parameters more than this many updates old. Rejected pushes are counted in
@@ -530,20 +531,20 @@ default="auto"
     def _train(self, X: Any, *, total_samples: float, n_passes: int,
                evaluate_every: int, compute_bound: bool, total_updates: int,
                start_pass: int = 0,
-               entropy: int | None = None, on_checkpoint: Any = None,
-               raw0: dict[str, np.ndarray] | None = None) -> None:
+               root_seed: int | None = None, on_checkpoint: Any = None,
+               state0: dict[str, np.ndarray] | None = None) -> None:
         """Run DPSVI from the current ``components_`` and record the outcome."""
         from tqdm.auto import tqdm
 
-        if entropy is None:
-            entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
+        if root_seed is None:
+            root_seed = int(self.random_state_.randint(np.iinfo(np.int32).max))
         lam0 = np.ascontiguousarray(self._lambda64().T)
         first_step = self.n_batch_iter_
         algorithm = SVIAlgorithm(self._config(total_samples), lam0, first_step,
                                  int(self.warmup_updates))
         resume = None
-        if raw0 is not None:
-            resume = engine.Checkpoint({"lambda": lam0, "raw": raw0}, 0, start_pass)
+        if state0 is not None:
+            resume = engine.Checkpoint({"lambda": lam0, "state": state0}, 0, start_pass)
         bar = None
         title = f"DPSVI LDA, {self.n_components} topics, {n_passes} pass(es)"
 
@@ -572,7 +573,7 @@ default="auto"
                 bar.update(1)
 
         def write(ckpt: engine.Checkpoint) -> None:
-            on_checkpoint(ckpt.snapshot["lambda"], ckpt.snapshot["raw"],
+            on_checkpoint(ckpt.snapshot["lambda"], ckpt.snapshot["state"],
                           first_step + ckpt.updates_done, ckpt.rounds_done)
 
         try:
@@ -581,7 +582,7 @@ default="auto"
                 parallelism=self.parallelism, n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker, n_jobs=self._thread_cap(),
                 lag=int(self.prefetch), max_staleness=max_staleness,
-                random_state=entropy, evaluate_every=evaluate_every,
+                random_state=root_seed, evaluate_every=evaluate_every,
                 tol=float(self.perp_tol), final_score=compute_bound,
                 checkpoint_every=int(self.checkpoint_every),
                 on_checkpoint=None if on_checkpoint is None else write, resume=resume,
@@ -646,20 +647,20 @@ default="auto"
         if sp.issparse(X):
             check_counts(X, whom)
         self._init_latent_vars(X.shape[1], dtype)
-        start_pass, entropy, on_checkpoint, raw0 = 0, None, None, None
+        start_pass, root_seed, on_checkpoint, state0 = 0, None, None, None
         if self.checkpoint_path is not None:
             fingerprint = self._fingerprint(X.shape)
             if os.path.exists(self.checkpoint_path):
-                start_pass, entropy, raw0 = self._resume(fingerprint)
+                start_pass, root_seed, state0 = self._resume(fingerprint)
             else:
-                entropy = int(self.random_state_.randint(np.iinfo(np.int32).max))
-            on_checkpoint = self._checkpoint_writer(fingerprint, entropy)
+                root_seed = int(self.random_state_.randint(np.iinfo(np.int32).max))
+            on_checkpoint = self._checkpoint_writer(fingerprint, root_seed)
         self._train(X, total_samples=X.shape[0],
                     n_passes=max(0, self.max_iter - start_pass),
                     total_updates=self.max_iter * -(-X.shape[0] // self.batch_size),
                     evaluate_every=self.evaluate_every, compute_bound=True,
-                    start_pass=start_pass, entropy=entropy, on_checkpoint=on_checkpoint,
-                    raw0=raw0)
+                    start_pass=start_pass, root_seed=root_seed, on_checkpoint=on_checkpoint,
+                    state0=state0)
         return self
 
     def _fingerprint(self, shape: tuple[int, int]) -> dict[str, Any]:
@@ -687,22 +688,23 @@ default="auto"
         self._update_exp_dirichlet()
         self.n_batch_iter_ = int(meta["n_batch_iter"])
         self.n_iter_ = int(meta["passes_done"])
-        raw = {k[4:]: arrays[k] for k in ("raw_M", "raw_scale", "raw_M_rowsum")
-               if k in arrays}
-        if len(raw) != 3 or raw["M"].shape != lam.T.shape:
+        # The file's raw_* arrays are the server's internal state (SVIRule).
+        state = {k[4:]: arrays[k] for k in ("raw_M", "raw_scale", "raw_M_rowsum")
+                 if k in arrays}
+        if len(state) != 3 or state["M"].shape != lam.T.shape:
             raise ValueError(f"checkpoint {self.checkpoint_path} lacks the parameter "
                              "server's state (raw_M, raw_scale, raw_M_rowsum)")
-        return int(meta["passes_done"]), int(meta["entropy"]), raw
+        return int(meta["passes_done"]), int(meta["entropy"]), state
 
-    def _checkpoint_writer(self, fingerprint: dict[str, Any], entropy: int) -> Any:
+    def _checkpoint_writer(self, fingerprint: dict[str, Any], root_seed: int) -> Any:
         path = self.checkpoint_path
 
-        def write(lam_wm: np.ndarray, raw: dict[str, np.ndarray], step: int,
+        def write(lam_wm: np.ndarray, state: dict[str, np.ndarray], step: int,
                   passes_done: int) -> None:
             save_checkpoint(path, {"components": np.ascontiguousarray(lam_wm.T),
-                                   **{f"raw_{k}": v for k, v in raw.items()}},
+                                   **{f"raw_{k}": v for k, v in state.items()}},
                             {"fingerprint": fingerprint, "n_batch_iter": int(step),
-                             "passes_done": int(passes_done), "entropy": int(entropy),
+                             "passes_done": int(passes_done), "entropy": int(root_seed),
                              "format": "dask-dpsgd-lda-checkpoint-1"})
 
         return write

@@ -392,7 +392,7 @@ class SVIAlgorithm(AlgorithmBase):
         return SVIRule(lam, cfg.topic_word_prior, cfg.learning_offset,
                        cfg.learning_decay, cfg.total_samples,
                        first_step=self.first_step + updates_done,
-                       raw=None if snapshot is None else snapshot["raw"])
+                       state=None if snapshot is None else snapshot["state"])
 
     def plan(self, round: int, shard_sizes: Sequence[int], updates_done: int
              ) -> list[tuple[WarmPart, ...]]:

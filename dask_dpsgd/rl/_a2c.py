@@ -64,9 +64,9 @@ class A2CConfig:
 class RolloutBuffer:
     """Preallocated arrays of one worker's rollout (``n_steps x n_envs`` transitions)."""
 
-    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, act_dim: int) -> None:
+    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, action_cols: int) -> None:
         self.obs = np.empty((n_steps, n_envs, obs_dim))
-        self.actions = np.empty((n_steps, n_envs, act_dim))
+        self.actions = np.empty((n_steps, n_envs, action_cols))
         self.values = np.empty((n_steps, n_envs))
         self.log_probs = np.empty((n_steps, n_envs))
         self.rewards = np.empty((n_steps, n_envs))
@@ -134,7 +134,7 @@ class A2CWorker:
                           env.single_action_space)
         self.info = info
         self.obs_dim = info.obs_dim
-        self.act_dim = info.n_act_outputs if info.continuous else 1
+        self.action_cols = info.n_act_outputs if info.continuous else 1
         self.layout = np.asarray(cfg.layout, dtype=np.int64)
         self.next_step_mode = (env.metadata.get("autoreset_mode")
                                == gym.vector.AutoresetMode.NEXT_STEP)
@@ -143,13 +143,13 @@ class A2CWorker:
         n_params = nn.n_params(cfg.layout)
         self.theta = np.empty(n_params)
         self.grad = np.empty(n_params)
-        self.step = np.empty(n_params)
+        self.opt_step = np.empty(n_params)
         self.acc = np.zeros(n_params)  # steps since the last push
         self.opt_a = np.zeros(n_params)
         self.opt_b = np.zeros(n_params)
         self.losses = np.empty(3)
         self.slabs, self.work = nn.make_grad_workspace(cfg.layout, n_chunks)
-        self.buf = RolloutBuffer(cfg.n_steps, cfg.n_envs, self.obs_dim, self.act_dim)
+        self.buf = RolloutBuffer(cfg.n_steps, cfg.n_envs, self.obs_dim, self.action_cols)
         self.last_values = np.empty(cfg.n_envs)
         self.tmp_v = np.empty(1)
         self.norm_obs = np.empty((cfg.n_envs, self.obs_dim))
@@ -226,7 +226,7 @@ class A2CWorker:
         """``n_steps`` steps in every environment into the rollout buffer, with the
         episodes that finish (stamped with the global step they end at)."""
         cfg, buf, info, n_envs = self.cfg, self.buf, self.info, self.cfg.n_envs
-        noise = (self.rng.standard_normal((cfg.n_steps, n_envs, self.act_dim))
+        noise = (self.rng.standard_normal((cfg.n_steps, n_envs, self.action_cols))
                  if info.continuous else self.rng.random((cfg.n_steps, n_envs, 1)))
         for t in range(cfg.n_steps):
             if cfg.normalize_observations:
@@ -306,7 +306,7 @@ class A2CWorker:
             ob, ac = buf.obs[valid], buf.actions[valid]
             ad, rt = buf.advantages[valid], buf.returns[valid]
         else:  # every row is valid: the same rows in the same order, without copies
-            ob, ac = buf.obs.reshape(-1, self.obs_dim), buf.actions.reshape(-1, self.act_dim)
+            ob, ac = buf.obs.reshape(-1, self.obs_dim), buf.actions.reshape(-1, self.action_cols)
             ad, rt = buf.advantages.reshape(-1), buf.returns.reshape(-1)
         if cfg.normalize_advantage and ad.shape[0] > 1:
             ad = (ad - ad.mean()) / (ad.std() + 1e-8)
@@ -336,11 +336,11 @@ class A2CWorker:
                 # 10x a steady step in every coordinate (seen to undo a solved
                 # CartPole after a lost worker). Adam corrects this itself.
                 lr, eps = a2c.rmsprop_bias_correction(lr, eps, 0.99, self.updates)
-            a2c.rmsprop_step(self.theta, self.grad, self.opt_a, lr, 0.99, eps, self.step)
+            a2c.rmsprop_step(self.theta, self.grad, self.opt_a, lr, 0.99, eps, self.opt_step)
         else:
             a2c.adam_step(self.theta, self.grad, self.opt_a, self.opt_b, self.updates,
-                          cfg.learning_rate, 0.9, 0.999, 1e-8, self.step)
-        self.acc += self.step
+                          cfg.learning_rate, 0.9, 0.999, 1e-8, self.opt_step)
+        self.acc += self.opt_step
         self.compute_s += time.perf_counter() - tc
 
 
@@ -393,7 +393,7 @@ class A2CAlgorithm(AlgorithmBase):
             self._t0 = time.perf_counter()
         theta = self.theta0 if snapshot is None else snapshot["theta"]
         return A2CRule(theta, self.obs_dim, self.cfg.total_timesteps,
-                       self.cfg.target_return, raw=snapshot)
+                       self.cfg.target_return, snapshot=snapshot)
 
     def plan(self, round: int, shard_sizes: Sequence[int], updates_done: int
              ) -> list[int]:
@@ -426,10 +426,10 @@ class A2CAlgorithm(AlgorithmBase):
 def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
         obs_mean: np.ndarray | None, obs_var: np.ndarray | None, clip_obs: float,
         deterministic: bool, rng: np.random.Generator, continuous: bool,
-        act_dim: int) -> np.ndarray:
+        action_cols: int) -> np.ndarray:
     """Actions of the policy for a batch of flattened observations (kernel calls only).
 
-    Returns the raw kernel output of shape ``(n, act_dim)``: the action index as float
+    Returns the raw kernel output of shape ``(n, action_cols)``: the action index as float
     (Discrete) or the unclipped Gaussian mean/sample (Box).
     """
     obs = np.ascontiguousarray(obs, dtype=np.float64)
@@ -438,8 +438,8 @@ def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
         a2c.normalize_obs(obs, obs_mean, obs_var, clip_obs, 1e-8, out)
         obs = out
     n = obs.shape[0]
-    noise = (rng.standard_normal((n, act_dim)) if continuous else rng.random((n, 1)))
-    actions = np.empty((n, act_dim))
+    noise = (rng.standard_normal((n, action_cols)) if continuous else rng.random((n, 1)))
+    actions = np.empty((n, action_cols))
     nn.policy_act(theta, np.asarray(layout, dtype=np.int64), obs, deterministic, noise,
                   actions)
     return actions

@@ -83,7 +83,8 @@ class HSA2CAgent(BaseEstimator):
     push_every : int, default=10
         Updates a worker makes between pushes to the parameter server.
     prefetch : bool, default=True
-        Keep computing while a push is in flight (its reply is used at the next push).
+        Keep computing while a push is in flight (its reply is used at the next push):
+        the engine's ``lag`` of 1 (``False``: lag 0).
     n_workers : int, default=None
         Dask workers (``None``: all of the client's; embedded: sized to the machine).
     threads_per_worker : int, default=None
@@ -343,15 +344,15 @@ default="auto"
         theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
                                 log_std_init=float(self.log_std_init))
         cfg = self._run_config(layout)
-        entropy = int(rs.randint(np.iinfo(np.int32).max))
+        root_seed = int(rs.randint(np.iinfo(np.int32).max))
         resume, on_checkpoint, every = None, None, None
         if self.checkpoint_path is not None:
             every = int(self.checkpoint_every)
             fingerprint = self._fingerprint(layout)
             if os.path.exists(self.checkpoint_path):
-                resume, entropy = self._resume(fingerprint, theta0.shape[0],
+                resume, root_seed = self._resume(fingerprint, theta0.shape[0],
                                                info.obs_dim)
-            on_checkpoint = self._checkpoint_writer(fingerprint, entropy)
+            on_checkpoint = self._checkpoint_writer(fingerprint, root_seed)
         from tqdm.auto import tqdm
 
         bar = None
@@ -388,7 +389,7 @@ default="auto"
                 algorithm, spec, n_rounds=algorithm.n_rounds,
                 parallelism=self.parallelism, n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker, lag=int(self.prefetch),
-                max_staleness=max_staleness, random_state=entropy, history="poll",
+                max_staleness=max_staleness, random_state=root_seed, history="poll",
                 poll_interval=float(self.poll_interval), resume=resume,
                 on_checkpoint=on_checkpoint, progress=progress, title=title,
                 on_start=on_start, verbose=self.verbose)
@@ -407,10 +408,10 @@ default="auto"
         self._action_low = info.action_low
         self._action_high = info.action_high
         self._discrete_start = info.discrete_start
-        eps = snap["episodes"]
-        self.episode_timesteps_ = eps[:, 0].astype(np.int64)
-        self.episode_returns_ = eps[:, 1]
-        self.episode_lengths_ = eps[:, 2].astype(np.int64)
+        episodes = snap["episodes"]
+        self.episode_timesteps_ = episodes[:, 0].astype(np.int64)
+        self.episode_returns_ = episodes[:, 1]
+        self.episode_lengths_ = episodes[:, 2].astype(np.int64)
         self.num_timesteps_ = int(snap["total_steps"])
         self.n_updates_ = int(result.counters.get("updates", 0))
         counts = result.counts
@@ -456,23 +457,24 @@ default="auto"
         if missing:
             raise ValueError(f"checkpoint {self.checkpoint_path} lacks "
                              f"{', '.join(missing)}; it is not an HSA2CAgent checkpoint")
-        raw = {k: np.asarray(arrays[k], dtype=np.float64) for k in keys}
-        shapes_ok = (raw["theta"].shape == (n_params,)
-                     and raw["obs_mean"].shape == raw["obs_var"].shape == (obs_dim,)
-                     and raw["episodes"].ndim == 2 and raw["episodes"].shape[1] == 3)
-        if not shapes_ok or not all(np.isfinite(v).all() for v in raw.values()):
+        snapshot = {k: np.asarray(arrays[k], dtype=np.float64) for k in keys}
+        shapes_ok = (snapshot["theta"].shape == (n_params,)
+                     and snapshot["obs_mean"].shape == snapshot["obs_var"].shape
+                     == (obs_dim,) and snapshot["episodes"].ndim == 2
+                     and snapshot["episodes"].shape[1] == 3)
+        if not shapes_ok or not all(np.isfinite(v).all() for v in snapshot.values()):
             raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid state "
-                             f"(parameters of shape {raw['theta'].shape}, expected "
+                             f"(parameters of shape {snapshot['theta'].shape}, expected "
                              f"({n_params},); all values must be finite)")
-        return (engine.Checkpoint(raw, 0, int(meta["boundaries_done"])),
+        return (engine.Checkpoint(snapshot, 0, int(meta["boundaries_done"])),
                 int(meta["entropy"]))
 
-    def _checkpoint_writer(self, fingerprint: dict[str, Any], entropy: int) -> Any:
+    def _checkpoint_writer(self, fingerprint: dict[str, Any], root_seed: int) -> Any:
         path = self.checkpoint_path
 
         def write(ckpt: engine.Checkpoint) -> None:
             save_checkpoint(path, {k: np.asarray(v) for k, v in ckpt.snapshot.items()},
-                            {"fingerprint": fingerprint, "entropy": int(entropy),
+                            {"fingerprint": fingerprint, "entropy": int(root_seed),
                              "boundaries_done": int(ckpt.rounds_done),
                              "format": "dask-dpsgd-hsa2c-checkpoint-1"})
 
@@ -509,14 +511,14 @@ default="auto"
         if not np.isfinite(flat).all():
             raise ValueError("observations contain NaN or infinity")
         rng = np.random.default_rng()
-        raw = act(self.params_, self.layout_, flat, self.obs_mean_, self.obs_var_,
+        actions = act(self.params_, self.layout_, flat, self.obs_mean_, self.obs_var_,
                   float(self.clip_obs), bool(deterministic), rng,
                   self.continuous_actions_, self.action_dim_ if self.continuous_actions_
                   else 1)
         if self.continuous_actions_:
-            out = np.clip(raw, self._action_low, self._action_high)
+            out = np.clip(actions, self._action_low, self._action_high)
             return out[0] if single else out
-        out = raw[:, 0].astype(np.int64) + self._discrete_start
+        out = actions[:, 0].astype(np.int64) + self._discrete_start
         return int(out[0]) if single else out
 
     def score(self, env=None, n_episodes=20, *, deterministic=True, random_state=None):
