@@ -225,13 +225,14 @@ class ServerCounts:
         """Mean staleness of the applied updates."""
         return self.staleness_sum / self.n_applied if self.n_applied else 0.0
 
-    def plus(self, stats: dict[str, Any], histogram: np.ndarray) -> ServerCounts:
-        """These counts plus one segment's server ``stats()`` and histogram."""
+    def plus(self, stats: Any, histogram: np.ndarray) -> ServerCounts:
+        """These counts plus one segment's server ``stats()`` (a ``ServerStats``) and
+        histogram."""
         hist = np.zeros(max(len(self.staleness_histogram), len(histogram)), np.int64)
         hist[:len(self.staleness_histogram)] += self.staleness_histogram
         hist[:len(histogram)] += histogram
         def add(key: str) -> int:
-            return int(getattr(self, key)) + int(stats[key])
+            return int(getattr(self, key)) + int(getattr(stats, key))
 
         return ServerCounts(
             n_received=add("n_received"), n_applied=add("n_applied"),
@@ -239,7 +240,7 @@ class ServerCounts:
             n_rejected_nonfinite=add("n_rejected_nonfinite"),
             bytes_pushed=add("bytes_pushed"), bytes_pulled=add("bytes_pulled"),
             staleness_sum=add("staleness_sum"),
-            staleness_max=max(self.staleness_max, int(stats["staleness_max"])),
+            staleness_max=max(self.staleness_max, int(stats.staleness_max)),
             staleness_histogram=hist)
 
     def record(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dask_dpsgd._server.state import ServerState, UpdateRule
+from dask_dpsgd._server.state import ServerState, ServerStats, UpdateRule
 
 
 class PushReply(NamedTuple):
@@ -135,7 +135,7 @@ class ParameterServer:
         """``(version, parameters)`` for the request."""
         return self.state.pull(request)
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> ServerStats:
         """Counters (see :meth:`ServerState.stats`)."""
         return self.state.stats()
 

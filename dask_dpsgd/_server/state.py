@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -91,6 +91,87 @@ class UpdateRule(Protocol):
 
     # Rules whose updates can be computed in parts (the synchronous warm-up, see
     # ServerState.push_part) also define ``merge(deltas) -> delta``.
+
+
+class ServerStats(NamedTuple):
+    """The server's counters (:meth:`ServerState.stats`): every received push is
+    exactly one of applied / rejected (stale or non-finite)."""
+
+    version: int
+    n_received: int
+    n_applied: int
+    n_rejected_stale: int
+    n_rejected_nonfinite: int
+    staleness_mean: float
+    staleness_sum: int
+    staleness_max: int
+    bytes_pushed: int
+    bytes_pulled: int
+    pushes_by_worker: dict[int, int]
+
+
+class SVIUpdate(NamedTuple):
+    """One update of :class:`SVIRule`: a minibatch's sparse sufficient statistics.
+
+    Attributes
+    ----------
+    words : ndarray of int64, shape (n,)
+        Sorted distinct word ids of the minibatch (a merged update may repeat them).
+    sstats : ndarray of float64, shape (n, K)
+        Their sufficient statistics, word-major.
+    n_docs : int
+        Documents of the minibatch (``|B|`` of the step ``D/|B|``).
+    bound : tuple of float or None
+        ``(documents part of the minibatch's variational bound, its tokens)`` as the
+        worker's E-step found them, for the live metrics; not checked for finiteness (a
+        zero ``doc_topic_prior`` makes the bound NaN, never the update).
+    """
+
+    words: np.ndarray
+    sstats: np.ndarray
+    n_docs: int
+    bound: tuple[float, float] | None = None
+
+
+class SVIParams(NamedTuple):
+    """What :class:`SVIRule` serves for a request of words: their rows of ``lambda``
+    (word-major) and ``lambda``'s column sums."""
+
+    lam_rows: np.ndarray
+    rowsums: np.ndarray
+
+
+class A2CUpdate(NamedTuple):
+    """One push of :class:`A2CRule`.
+
+    Attributes
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        The optimiser steps the worker applied since its last push, summed.
+    steps : int
+        Environment steps taken since then.
+    episodes : ndarray of float64, shape (n, 3)
+        Episodes finished since then: ``(global step, return, length)``.
+    obs_moments : tuple or None
+        ``(mean, var, count)`` of the observations seen since then (observation
+        normalisation), else ``None``.
+    """
+
+    theta: np.ndarray
+    steps: int
+    episodes: np.ndarray
+    obs_moments: tuple[np.ndarray, np.ndarray, float] | None = None
+
+
+class A2CParams(NamedTuple):
+    """What :class:`A2CRule` serves: the parameters, the global step count, the
+    observation moments and whether training is done (budget or target return)."""
+
+    theta: np.ndarray
+    total_steps: int
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    done: bool
 
 
 @dataclass(slots=True)
@@ -234,22 +315,17 @@ class ServerState:
         self.bytes_pulled += self.rule.nbytes(payload)
         return self.version, payload
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ServerStats:
         """Counters as plain Python numbers (cheap; safe to poll)."""
         n = self.n_applied
-        return {
-            "version": self.version,
-            "n_received": self.n_received,
-            "n_applied": n,
-            "n_rejected_stale": self.n_rejected_stale,
-            "n_rejected_nonfinite": self.n_rejected_nonfinite,
-            "staleness_mean": self.staleness_sum / n if n else 0.0,
-            "staleness_sum": self.staleness_sum,
-            "staleness_max": self.staleness_max,
-            "bytes_pushed": self.bytes_pushed,
-            "bytes_pulled": self.bytes_pulled,
-            "pushes_by_worker": dict(self.pushes_by_worker),
-        }
+        return ServerStats(
+            version=self.version, n_received=self.n_received, n_applied=n,
+            n_rejected_stale=self.n_rejected_stale,
+            n_rejected_nonfinite=self.n_rejected_nonfinite,
+            staleness_mean=self.staleness_sum / n if n else 0.0,
+            staleness_sum=self.staleness_sum, staleness_max=self.staleness_max,
+            bytes_pushed=self.bytes_pushed, bytes_pulled=self.bytes_pulled,
+            pushes_by_worker=dict(self.pushes_by_worker))
 
     def staleness_histogram(self) -> np.ndarray:
         """Applied updates per staleness value (copy)."""
@@ -309,13 +385,8 @@ class SVIRule:
 
     Notes
     -----
-    An update is ``(words, sstats, batch_docs)`` or ``(words, sstats, batch_docs,
-    (doc_bound, tokens))``: sorted distinct word ids ``(n,)``, sufficient statistics
-    ``(n, K)`` word-major, the minibatch's number of documents and, optionally, the
-    documents part of the bound of the minibatch and its number of tokens (not checked
-    for finiteness: a zero ``doc_topic_prior`` makes the bound NaN, never the update).
-    A pull request is an array of word ids (``None``: all); the payload is
-    ``(lambda[words], lambda.sum(axis=0))``.
+    An update is an :class:`SVIUpdate` (or a tuple of its fields). A pull request is
+    an array of word ids (``None``: all); the payload is an :class:`SVIParams`.
     """
 
     RESCALE_BELOW = 1e-6
@@ -348,12 +419,12 @@ class SVIRule:
         """Step size ``rho_t`` for the ``step``-th applied update (0-based)."""
         return float((self.learning_offset + self.first_step + step) ** -self.learning_decay)
 
-    def apply(self, delta: tuple[np.ndarray, np.ndarray, int], step: int) -> None:
+    def apply(self, delta: SVIUpdate, step: int) -> None:
         """Apply one SVI step from a minibatch's sparse sufficient statistics."""
-        words, sstats, batch_docs = delta[:3]
-        if len(delta) > 3:
-            self.bound_sum += float(delta[3][0])
-            self.bound_tokens += float(delta[3][1])
+        words, sstats, batch_docs, bound = SVIUpdate(*delta)
+        if bound is not None:
+            self.bound_sum += float(bound[0])
+            self.bound_tokens += float(bound[1])
             self.bound_updates += 1
         rho = self.rho(step)
         self.scale *= 1.0 - rho
@@ -365,28 +436,30 @@ class SVIRule:
                          rho * self.total_samples / batch_docs / self.scale)
 
     @staticmethod
-    def merge(deltas: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    def merge(deltas: list[SVIUpdate]) -> SVIUpdate:
         """One update from the parts of a minibatch: their statistics, documents and
         (when every part has one) bounds and tokens add."""
-        merged: tuple[Any, ...] = (
-            np.concatenate([np.asarray(d[0], dtype=np.int64) for d in deltas]),
-            np.concatenate([np.asarray(d[1], dtype=np.float64) for d in deltas]),
-            sum(int(d[2]) for d in deltas))
-        if all(len(d) > 3 for d in deltas):
-            merged += ((sum(float(d[3][0]) for d in deltas),
-                        sum(float(d[3][1]) for d in deltas)),)
-        return merged
+        parts = [SVIUpdate(*d) for d in deltas]
+        bounds = [p.bound for p in parts]
+        bound = None
+        if all(b is not None for b in bounds):
+            bound = (sum(float(b[0]) for b in bounds if b is not None),
+                     sum(float(b[1]) for b in bounds if b is not None))
+        return SVIUpdate(
+            np.concatenate([np.asarray(p.words, dtype=np.int64) for p in parts]),
+            np.concatenate([np.asarray(p.sstats, dtype=np.float64) for p in parts]),
+            sum(int(p.n_docs) for p in parts), bound)
 
     def _fold_scale(self) -> None:
         self.M *= self.scale
         self.scale = 1.0
         self.M_rowsum = self.M.sum(axis=0)
 
-    def is_finite(self, delta: tuple[np.ndarray, np.ndarray, int]) -> bool:
+    def is_finite(self, delta: SVIUpdate) -> bool:
         """Reject NaN/inf statistics before they reach ``lambda``."""
-        return bool(np.isfinite(delta[1]).all())
+        return bool(np.isfinite(SVIUpdate(*delta).sstats).all())
 
-    def pull(self, request: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def pull(self, request: np.ndarray | None) -> SVIParams:
         """``(lambda[words], lambda.sum(axis=0))`` for the requested words."""
         if request is None:
             lam_rows = self.eta + self.scale * self.M
@@ -395,7 +468,7 @@ class SVIRule:
             lam_rows = np.empty((len(words), self.M.shape[1]))
             gather_rows_affine(self.M, words, self.eta, self.scale, lam_rows)
         rowsums = self.eta * self.n_features + self.scale * self.M_rowsum
-        return lam_rows, rowsums
+        return SVIParams(lam_rows, rowsums)
 
     def progress(self) -> dict[str, Any]:
         """The bounds reported with the applied updates (see the attributes)."""
@@ -452,15 +525,9 @@ class AddRule:
 class A2CRule:
     """Actor-critic parameters plus what the agent's workers report with each push.
 
-    An update is a dict: ``theta`` (the optimiser steps the worker applied since its
-    last push, summed), ``steps`` (environment steps taken), ``episodes`` (array of
-    ``(global step, return, length)`` rows for episodes finished since the last push)
-    and, when observations are normalised, ``obs_moments`` (``(mean, var, count)`` of
-    the observations seen since the last push), merged into the global running moments
-    with the parallel-variance formula (Chan et al., 1979), as SB3's ``RunningMeanStd``.
-
-    A pull returns a dict: ``theta``, ``total_steps``, ``obs_mean``, ``obs_var`` and
-    ``done`` (the budget is spent or the target return reached).
+    An update is an :class:`A2CUpdate`; its observation moments are merged into the
+    global running moments with the parallel-variance formula (Chan et al., 1979), as
+    SB3's ``RunningMeanStd``. A pull returns an :class:`A2CParams`.
 
     Parameters
     ----------
@@ -495,16 +562,16 @@ class A2CRule:
             self.obs_var = np.array(snapshot["obs_var"], dtype=np.float64)
             self.obs_count = float(snapshot["obs_count"])
 
-    def apply(self, delta: dict[str, Any], step: int) -> None:
-        """``theta += delta["theta"]``; count steps; log episodes; merge moments."""
-        self.theta += delta["theta"]
-        self.total_steps += int(delta["steps"])
-        if len(delta["episodes"]):
+    def apply(self, delta: A2CUpdate, step: int) -> None:
+        """``theta += delta.theta``; count steps; log episodes; merge moments."""
+        self.theta += delta.theta
+        self.total_steps += int(delta.steps)
+        if len(delta.episodes):
             # A copy: the server keeps no reference to an applied push (ParameterServer).
-            eps = np.array(delta["episodes"], dtype=np.float64)
-            self.episodes.append(eps)
-            self._recent = (self._recent + eps[:, 1].tolist())[-100:]
-        moments = delta.get("obs_moments")
+            done = np.array(delta.episodes, dtype=np.float64)
+            self.episodes.append(done)
+            self._recent = (self._recent + done[:, 1].tolist())[-100:]
+        moments = delta.obs_moments
         if moments is not None:
             mean, var, count = moments
             if count > 0:
@@ -513,10 +580,10 @@ class A2CRule:
                     np.ascontiguousarray(mean, dtype=np.float64),
                     np.ascontiguousarray(var, dtype=np.float64), float(count))
 
-    def is_finite(self, delta: dict[str, Any]) -> bool:
+    def is_finite(self, delta: A2CUpdate) -> bool:
         """Reject NaN/inf parameter steps or moments."""
-        ok = bool(np.isfinite(delta["theta"]).all())
-        moments = delta.get("obs_moments")
+        ok = bool(np.isfinite(delta.theta).all())
+        moments = delta.obs_moments
         if moments is not None:
             ok = ok and bool(np.isfinite(moments[0]).all() and np.isfinite(moments[1]).all())
         return ok
@@ -537,11 +604,10 @@ class A2CRule:
         return {"total_steps": self.total_steps, "n_episodes": n,
                 "mean_return_100": mean, "done": self.done}
 
-    def pull(self, request: Any = None) -> dict[str, Any]:
+    def pull(self, request: Any = None) -> A2CParams:
         """Parameters, step count, observation moments and the done flag (copies)."""
-        return {"theta": self.theta.copy(), "total_steps": self.total_steps,
-                "obs_mean": self.obs_mean.copy(), "obs_var": self.obs_var.copy(),
-                "done": self.done}
+        return A2CParams(self.theta.copy(), self.total_steps, self.obs_mean.copy(),
+                         self.obs_var.copy(), self.done)
 
     def episode_log(self) -> np.ndarray:
         """All finished episodes so far, rows ``(global step, return, length)``."""

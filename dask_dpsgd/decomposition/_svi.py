@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dask_dpsgd._kernels import lda
-from dask_dpsgd._server.state import SVIRule
+from dask_dpsgd._server.state import SVIParams, SVIRule, SVIUpdate
 from dask_dpsgd._utils._validation import check_counts
 from dask_dpsgd.algorithm import AlgorithmBase, SyncPart, WorkerContext
 
@@ -226,9 +226,8 @@ class SVIWorker:
         return SyncPart(part.after, part.slot, part.n_parts, index[0], (part.rows, index))
 
     def _estep(self, rows: tuple[int, int], words: np.ndarray, cols: np.ndarray,
-               indptr: np.ndarray, params: tuple[np.ndarray, np.ndarray],
-               slot: int | None) -> tuple[Any, ...]:
-        """The update of rows ``a:b``: ``(words, sstats, documents, (bound, tokens))``."""
+               indptr: np.ndarray, params: SVIParams, slot: int | None) -> SVIUpdate:
+        """The update of rows ``a:b``, with the documents part of its bound."""
         tc = time.perf_counter()
         cfg, X = self.cfg, self.shard.X
         lam_rows, rowsums = params
@@ -243,20 +242,21 @@ class SVIWorker:
                                       cfg.mean_change_tol, True, self.parallel,
                                       self.workspace, out, return_bound=True)
         self.compute_s += time.perf_counter() - tc
-        return words, sstats, b - a, (bound, float(cnts.sum()))
+        return SVIUpdate(words, sstats, b - a, (bound, float(cnts.sum())))
 
     def request(self, index: int) -> np.ndarray:
         """The distinct words of minibatch ``first + index``."""
         return self.shard.words[self.first + index]
 
-    def compute(self, index: int, params: Any, unseen: Sequence[Any]) -> tuple[Any, ...]:
+    def compute(self, index: int, params: SVIParams, unseen: Sequence[Any]
+                ) -> SVIUpdate:
         """The statistics of minibatch ``first + index`` at ``params``."""
         j = self.first + index
         s = self.shard
         return self._estep(s.batches[j], s.words[j], s.cols[j], s.indptrs[j], params,
                            j % 2)
 
-    def compute_part(self, part: SyncPart, params: Any) -> tuple[Any, ...]:
+    def compute_part(self, part: SyncPart, params: SVIParams) -> SVIUpdate:
         """The statistics of a warm-up share (fresh arrays)."""
         rows, (words, cols, indptr) = part.data
         return self._estep(rows, words, cols, indptr, params, None)

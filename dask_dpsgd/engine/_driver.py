@@ -34,6 +34,7 @@ import distributed
 import numpy as np
 import scipy.sparse as sp
 
+from dask_dpsgd._server.state import ServerStats
 from dask_dpsgd.algorithm import (
     Algorithm,
     Checkpoint,
@@ -339,9 +340,9 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
     last_score: float | None = None
     watch = ServerWatch()
 
-    def counts_now(stats: dict[str, Any] | None = None) -> ServerCounts:
+    def counts_now(stats: ServerStats | None = None) -> ServerCounts:
         stats = stats if stats is not None else server.stats().result()
-        watch.seen(stats["version"])
+        watch.seen(stats.version)
         return base.plus(stats, np.trim_zeros(server.staleness_histogram().result(), "b"))
 
     def take_checkpoint(rounds_done: int, snap: tuple[int, dict[str, Any]],
@@ -396,8 +397,8 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
         for r in range(start, opts.n_rounds):
             t_round = time.perf_counter()
             stats = server.stats().result()
-            version = stats["version"]
-            received_at_round = stats["n_received"]
+            version = stats.version
+            received_at_round = stats.n_received
             plans = algorithm.plan(r, sizes, base_updates + version)
             futures = [
                 client.submit(

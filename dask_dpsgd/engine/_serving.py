@@ -10,11 +10,8 @@ always releases the segment's worker tasks and the actor.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
 
 from dask_dpsgd._server.actor import ParameterServer
 from dask_dpsgd._server.state import UpdateRule
@@ -112,7 +109,7 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
             exact = False
             if addresses[0] not in err.addresses:
                 try:
-                    watch.seen(server.stats().result(timeout=5)["version"])
+                    watch.seen(server.stats().result(timeout=5).version)
                     exact = True
                 except Exception:  # noqa: BLE001 - its worker may go too; keep the bound
                     pass
@@ -129,57 +126,3 @@ def serving(client: Any, addresses: list[str], token: str, server_future: Any,
         if addresses[0] not in gone:
             close_server(server)
         client.cancel([server_future])
-
-
-def loss_event(exc: WorkerLostError, workers_left: int, **where: Any) -> dict[str, Any]:
-    """The record of one recovery: who was lost, what was discarded, where it resumed.
-
-    Parameters
-    ----------
-    exc : WorkerLostError
-        As raised by :func:`serving` (``updates_lost`` is 0 when it was not known).
-    workers_left : int
-    **where
-        Where the fit resumes (e.g. ``resumed_from_pass``).
-
-    Returns
-    -------
-    dict
-    """
-    return {"event": "worker_lost", "workers": exc.addresses, **where,
-            "updates_lost": int(exc.updates_lost),
-            "updates_lost_exact": bool(exc.updates_lost_exact),
-            "workers_left": workers_left, "time": time.time()}
-
-
-# Server counters that add up across the segments of one fit.
-COUNTERS = ("n_received", "n_applied", "n_rejected_stale", "n_rejected_nonfinite",
-            "bytes_pushed", "bytes_pulled", "staleness_sum")
-
-
-def merge_counts(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """Counters of earlier segments (``base``) plus this segment's server ``stats``."""
-    out = {k: base.get(k, 0) + stats[k] for k in COUNTERS}
-    out["staleness_max"] = max(base.get("staleness_max", 0), stats["staleness_max"])
-    return out
-
-
-def counts_record(counts: dict[str, Any]) -> dict[str, Any]:
-    """The history/live-metrics keys of merged server counters (:func:`merge_counts`)."""
-    n = counts["n_applied"]
-    return {
-        "train/updates": n,
-        "train/staleness_mean": counts["staleness_sum"] / n if n else 0.0,
-        "train/staleness_max": counts["staleness_max"],
-        "train/rejected_stale": counts["n_rejected_stale"],
-        "comm/bytes_pushed": counts["bytes_pushed"],
-        "comm/bytes_pulled": counts["bytes_pulled"],
-    }
-
-
-def merge_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sum of two staleness histograms of different lengths."""
-    out = np.zeros(max(len(a), len(b)), dtype=np.int64)
-    out[:len(a)] += a
-    out[:len(b)] += b
-    return out

@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from dask_dpsgd._kernels import a2c, nn
-from dask_dpsgd._server.state import A2CRule
+from dask_dpsgd._server.state import A2CParams, A2CRule, A2CUpdate
 from dask_dpsgd.algorithm import AlgorithmBase, WorkerContext, WorkerReport
 from dask_dpsgd.rl._envs import EnvSpec, make_env, make_vector_env, space_info
 
@@ -176,18 +176,18 @@ class A2CWorker:
         """Everything the rule serves (its ``pull`` takes no request)."""
         return None
 
-    def compute(self, index: int, params: dict[str, Any], unseen: Sequence[Any]
-                ) -> dict[str, Any] | None:
+    def compute(self, index: int, params: A2CParams, unseen: Sequence[A2CUpdate]
+                ) -> A2CUpdate | None:
         """``push_every`` A2C updates from the global ``params``; their summed steps,
         steps, episodes and observation moments (``None`` once the server is done or
         the segment's end is reached)."""
         # Rebase on the global parameters, with this worker's steps still in flight.
-        self.theta[:] = params["theta"]
+        self.theta[:] = params.theta
         for delta in unseen:
-            self.theta += delta["theta"]
-        self.obs_mean, self.obs_var = params["obs_mean"], params["obs_var"]
-        self.global_steps = params["total_steps"] + sum(d["steps"] for d in unseen)
-        if params["done"] or self.global_steps >= self.until:
+            self.theta += delta.theta
+        self.obs_mean, self.obs_var = params.obs_mean, params.obs_var
+        self.global_steps = params.total_steps + sum(d.steps for d in unseen)
+        if params.done or self.global_steps >= self.until:
             return None
         for _ in range(self.cfg.push_every):
             self.collect_rollout()
@@ -195,9 +195,9 @@ class A2CWorker:
             self.apply()
         moments = ((self.batch_mean.copy(), self.batch_var.copy(), self.batch_count)
                    if self.cfg.normalize_observations else None)
-        delta = {"theta": self.acc.copy(), "steps": self.steps_since_push,
-                 "episodes": np.asarray(self.episodes, dtype=np.float64).reshape(-1, 3),
-                 "obs_moments": moments}
+        delta = A2CUpdate(self.acc.copy(), self.steps_since_push,
+                          np.asarray(self.episodes, dtype=np.float64).reshape(-1, 3),
+                          moments)
         self.acc[:] = 0.0
         self.batch_mean[:] = 0.0
         self.batch_var[:] = 0.0

@@ -153,7 +153,7 @@ def test_pusher_applies_every_push_in_order(client, lag, local):
             for w, a in enumerate(workers)]
     results = client.gather(futs)
     stats = server.stats().result()
-    assert stats["n_received"] == stats["n_applied"] == 100
+    assert stats.n_received == stats.n_applied == 100
     assert sum(r[0] for r in results) == 100
     for sent, applied, versions in results:
         assert sent == applied == 50

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dask_dpsgd._server.actor import ParameterServer
-from dask_dpsgd._server.state import A2CRule, AddRule, SVIRule
+from dask_dpsgd._server.state import A2CRule, A2CUpdate, AddRule, SVIRule
 from dask_dpsgd.engine._pusher import LocalServer
 
 
@@ -58,9 +58,8 @@ def _a2c():
     rng = np.random.default_rng(2)
 
     def delta():
-        return {"theta": rng.normal(size=6), "steps": 40,
-                "episodes": np.array([[40.0, 12.0, 12.0]]),
-                "obs_moments": (rng.normal(size=3), rng.gamma(1.0, 1.0, 3), 40.0)}
+        return A2CUpdate(rng.normal(size=6), 40, np.array([[40.0, 12.0, 12.0]]),
+                         (rng.normal(size=3), rng.gamma(1.0, 1.0, 3), 40.0))
 
     return ParameterServer(A2CRule(**kwargs)), delta, None
 

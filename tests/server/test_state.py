@@ -65,10 +65,10 @@ def test_state_counts_staleness_and_versions():
     out = state.push(np.ones(3), 0, worker=1)
     assert (out.applied, out.staleness, out.version) == (True, 2, 3)
     stats = state.stats()
-    assert stats["version"] == 3
-    assert stats["staleness_max"] == 2
-    assert stats["staleness_mean"] == pytest.approx(1.0)
-    assert stats["pushes_by_worker"] == {0: 1, 1: 2}
+    assert stats.version == 3
+    assert stats.staleness_max == 2
+    assert stats.staleness_mean == pytest.approx(1.0)
+    assert stats.pushes_by_worker == {0: 1, 1: 2}
     np.testing.assert_array_equal(state.staleness_histogram()[:3], [1, 1, 1])
     np.testing.assert_array_equal(state.rule.theta, [3, 3, 3])
 
@@ -80,8 +80,8 @@ def test_state_rejects_nonfinite_without_touching_parameters():
         assert not out.applied and out.reason == "nonfinite"
     np.testing.assert_array_equal(state.rule.theta, [0.0, 0.0])
     s = state.stats()
-    assert (s["n_received"], s["n_applied"], s["n_rejected_nonfinite"]) == (2, 0, 2)
-    assert s["version"] == 0
+    assert (s.n_received, s.n_applied, s.n_rejected_nonfinite) == (2, 0, 2)
+    assert s.version == 0
 
 
 def test_state_rejects_stale_updates_beyond_bound():
@@ -91,7 +91,7 @@ def test_state_rejects_stale_updates_beyond_bound():
     out = state.push(np.ones(1), 0)  # staleness 2: rejected
     assert not out.applied and out.reason == "stale" and out.staleness == 2
     s = state.stats()
-    assert s["n_applied"] + s["n_rejected_stale"] == s["n_received"] == 3
+    assert s.n_applied + s.n_rejected_stale == s.n_received == 3
 
 
 def test_state_refuses_impossible_base_version():
@@ -109,8 +109,8 @@ def test_staleness_histogram_grows_to_stay_exact():
     hist = state.staleness_histogram()
     assert hist[late] == 1 and hist[0] == late and hist.sum() == late + 1
     stats = state.stats()
-    assert stats["staleness_max"] == late
-    assert stats["staleness_sum"] == late
+    assert stats.staleness_max == late
+    assert stats.staleness_sum == late
 
 
 def test_bytes_are_accounted():
@@ -118,7 +118,7 @@ def test_bytes_are_accounted():
     state.push(np.ones(10), 0)
     state.pull()
     s = state.stats()
-    assert s["bytes_pushed"] == 80 and s["bytes_pulled"] == 80
+    assert s.bytes_pushed == 80 and s.bytes_pulled == 80
 
 
 @pytest.mark.parametrize(
@@ -168,9 +168,9 @@ def test_push_part_applies_the_merged_update_once_every_part_is_in():
                                rtol=1e-12)
     stats = s_split.stats()
     # Every share is a received and applied push; the server made 3 updates.
-    assert (stats["n_received"], stats["n_applied"], stats["version"]) == (6, 6, 3)
-    assert stats["pushes_by_worker"] == {0: 3, 1: 3}
-    assert stats["staleness_max"] == 0
+    assert (stats.n_received, stats.n_applied, stats.version) == (6, 6, 3)
+    assert stats.pushes_by_worker == {0: 3, 1: 3}
+    assert stats.staleness_max == 0
 
 
 def test_push_part_with_a_nonfinite_share_rejects_the_whole_update():
@@ -183,7 +183,7 @@ def test_push_part_with_a_nonfinite_share_rejects_the_whole_update():
     assert state.version == 0
     np.testing.assert_array_equal(rule.snapshot()["lambda"], lam0)
     stats = state.stats()
-    assert (stats["n_received"], stats["n_applied"], stats["n_rejected_nonfinite"]) == (
+    assert (stats.n_received, stats.n_applied, stats.n_rejected_nonfinite) == (
         2, 0, 2)
 
 
@@ -221,4 +221,4 @@ def test_svi_rule_adds_up_the_bounds_reported_with_applied_updates():
     assert state.version == 4 and np.isnan(rule.progress()["bound_sum"])
     # A merged update without a bound in every part reports none.
     merged = SVIRule.merge([(words, st, 2, (-1.0, 1.0)), (words, st, 2)])
-    assert len(merged) == 3
+    assert merged.bound is None  # a part without a bound: the merge has none
