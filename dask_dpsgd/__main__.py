@@ -1,17 +1,14 @@
 """Command line: ``python -m dask_dpsgd {lda,a2c} ...`` (the main jobs) and options.
 
-Every flag mirrors an estimator parameter (``--n-components`` <-> ``n_components``);
-defaults are those of the dataclass below, whose field docstrings are the help texts.
-Options of the same kind (corpus, cluster, outputs) are grouped in ``--help``.
+Every flag mirrors an estimator parameter (``--n-components`` <-> ``n_components``).
+The parser is plain :mod:`argparse`, declared in :func:`build_parsers`; options of the
+same kind (corpus, cluster, outputs) are grouped in ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import gzip
-import itertools
 import json
 import logging
 import math
@@ -20,139 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dask_dpsgd._utils._validation import PARALLELISM
 
-CORPUS = "corpus"
-CLUSTER = "cluster"
-OUTPUT = "output"
-_GROUP_TITLES = {
-    CORPUS: "corpus (default: the bundled NIPS papers)",
-    CLUSTER: "cluster (default: an embedded LocalCluster on this machine)",
-    OUTPUT: "outputs",
-}
-# Options of which at most one may be given (argparse mutually exclusive group).
-_EXCLUSIVE_CLUSTER = "cluster-choice"
-
-
-def _opt(default: Any, *, group: str | None = None, choices: tuple[str, ...] = (),
-         exclusive: str | None = None) -> Any:
-    """A dataclass field with its ``--help`` group, choices and exclusivity."""
-    return dataclasses.field(default=default, metadata={
-        "group": group, "choices": choices, "exclusive": exclusive})
-
 
 class CLIError(Exception):
     """A user error (bad file, missing optional dependency): printed, exit status 1."""
-
-
-@dataclass(frozen=True)
-class ClusterArgs:
-    """Options choosing the Dask cluster, shared by every subcommand."""
-
-    scheduler_address: str | None = _opt(None, group=CLUSTER,
-                                         exclusive=_EXCLUSIVE_CLUSTER)
-    """Address of a running Dask scheduler to use instead of the embedded cluster."""
-    slurm_jobs: int | None = _opt(None, group=CLUSTER, exclusive=_EXCLUSIVE_CLUSTER)
-    """Run on this many SLURM jobs of one Dask worker each (needs dask-jobqueue); the
-    jobs are cancelled when the command ends."""
-    slurm_cores: int = _opt(4, group=CLUSTER)
-    """Cores booked per SLURM job, all for numba (NUMBA_NUM_THREADS)."""
-    slurm_memory: str = _opt("8GB", group=CLUSTER)
-    """Memory per SLURM job."""
-    slurm_walltime: str = _opt("01:00:00", group=CLUSTER)
-    """Wall-time limit of each SLURM job."""
-    slurm_queue: str | None = _opt(None, group=CLUSTER)
-    """SLURM partition (default: dask-jobqueue's configuration)."""
-
-
-@dataclass(frozen=True)
-class LDAArgs(ClusterArgs):
-    """Options of ``python -m dask_dpsgd lda``."""
-
-    n_components: int = 20
-    """Number of topics K."""
-    max_iter: int = 5
-    """Passes over the training documents."""
-    batch_size: int = 128
-    """Documents per minibatch (per push to the parameter server)."""
-    evaluate_every: int = -1
-    """Compute the training perplexity every this many passes (<= 0: never)."""
-    n_workers: int | None = None
-    """Dask workers (default: sized from this machine's cores, or all the cluster's)."""
-    threads_per_worker: int | None = None
-    """Numba threads per worker (default: the worker's share of its host's cores)."""
-    parallelism: str = _opt("auto", choices=PARALLELISM)
-    """The engine's mode: serial (1 worker x 1 core), hogwild (1 worker x its cores),
-    parameter-server (workers x 1 core), dpsgd (both), auto (sized to the cluster)."""
-    random_state: int = 0
-    """Seed of the initial topics, of every worker's random stream and of the
-    held-out split."""
-    corpus: str = _opt("nips", group=CORPUS)
-    """'nips' (bundled), or a path: a UCI docword file (docword.*.txt[.gz]), a Matrix
-    Market file (.mtx[.gz], documents are rows) or a folder of UTF-8 *.txt files."""
-    vocab: str | None = _opt(None, group=CORPUS)
-    """Vocabulary of a docword or Matrix Market corpus, one word per line."""
-    test_size: float = _opt(0.1, group=CORPUS)
-    """Fraction of the documents held out for the perplexity (0: none; seeded by
-    --random-state)."""
-    max_df: int | float = _opt(0.95, group=CORPUS)
-    """Text folder: ignore words in more than this fraction (float) or number (int)
-    of documents."""
-    min_df: int | float = _opt(2, group=CORPUS)
-    """Text folder: ignore words in fewer than this number (int) or fraction (float)
-    of documents."""
-    stop_words: str = _opt("english", group=CORPUS, choices=("english", "none"))
-    """Text folder: stop-word list removed before counting."""
-    top_words: int = _opt(10, group=OUTPUT)
-    """Words printed per topic."""
-    output: str | None = _opt(None, group=OUTPUT)
-    """Write the fitted topics, perplexity and history to this JSON file."""
-    save_model: str | None = _opt(None, group=OUTPUT)
-    """Write the fitted model to this .npz file (plain arrays, no pickle; see
-    dask_dpsgd.io.load_model)."""
-    plot: str | None = _opt(None, group=OUTPUT)
-    """Write a PNG of the documents/s per pass and the training perplexity (with
-    --evaluate-every) or the top words of each topic."""
-    verbose: int = 1
-    """0: no progress bar."""
-
-
-@dataclass(frozen=True)
-class A2CArgs(ClusterArgs):
-    """Options of ``python -m dask_dpsgd a2c``."""
-
-    env: str = "CartPole-v1"
-    """Gymnasium environment id."""
-    total_timesteps: int = 200_000
-    """Environment steps to train for, summed over workers."""
-    target_return: float | None = None
-    """Stop once the mean return of the last 100 episodes reaches this."""
-    n_envs: int = 8
-    """Environments per worker."""
-    n_workers: int | None = None
-    """Dask workers (default: sized from this machine's cores, or all the cluster's)."""
-    threads_per_worker: int | None = None
-    """Numba threads per worker (default: the worker's share of its host's cores)."""
-    parallelism: str = _opt("auto", choices=PARALLELISM)
-    """The engine's mode: serial (1 worker x 1 core), hogwild (1 worker x its cores),
-    parameter-server (workers x 1 core), dpsgd (both), auto (sized to the cluster)."""
-    random_state: int = 0
-    """Seed of the initial parameters and of every worker's random stream."""
-    n_eval_episodes: int = 20
-    """Deterministic evaluation episodes after training."""
-    plot: str = _opt("hsa2c_learning_curve.png", group=OUTPUT)
-    """Where to write the learning-curve PNG."""
-    output: str | None = _opt(None, group=OUTPUT)
-    """Write the evaluation return, episode returns and history to this JSON file."""
-    save_model: str | None = _opt(None, group=OUTPUT)
-    """Write the fitted agent to this .npz file (plain arrays, no pickle; see
-    dask_dpsgd.io.load_model)."""
-    verbose: int = 1
-    """0: no progress bar."""
 
 
 # --------------------------------------------------------------------------- #
@@ -178,7 +49,7 @@ def _print_dashboard(client: Any) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(args: ClusterArgs) -> Iterator[None]:
+def _cluster(args: argparse.Namespace) -> Iterator[None]:
     """Make the chosen cluster's client the default one while the fit runs.
 
     The embedded cluster is the estimators' own default: nothing to do then.
@@ -216,7 +87,7 @@ def _sigterm_exits() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _slurm_client(jobqueue: Any, args: ClusterArgs) -> Iterator[None]:
+def _slurm_client(jobqueue: Any, args: argparse.Namespace) -> Iterator[None]:
     """A SLURMCluster of ``--slurm-jobs`` single-worker jobs and its (default) client.
 
     Closing the cluster on the way out cancels the jobs.
@@ -245,77 +116,44 @@ def _slurm_client(jobqueue: Any, args: ClusterArgs) -> Iterator[None]:
 # --------------------------------------------------------------------------- #
 # Corpus
 # --------------------------------------------------------------------------- #
-_FOLDER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LDAArgs)
-                    if f.name in ("max_df", "min_df", "stop_words")}
+#: Options for a folder of text files only, passed to CountVectorizer.
+FOLDER_OPTIONS = ("max_df", "min_df", "stop_words")
 
 
-def _sniff_format(path: Path) -> str:
-    """'mtx' or 'uci', from the file's first bytes (gzip or not), else CLIError."""
+def corpus_format(path: str) -> str:
+    """:func:`dask_dpsgd.datasets.corpus_format` (imported when used)."""
+    from dask_dpsgd.datasets import corpus_format as fmt
+
+    return fmt(path)
+
+
+def _load_corpus(args: argparse.Namespace, defaults: dict[str, Any]
+                 ) -> tuple[str, Any, Any]:
+    """``(description, CSR counts, words or None)`` of ``--corpus``."""
+    from dask_dpsgd.datasets import load_corpus
+
+    changed = {k: getattr(args, k) for k in FOLDER_OPTIONS
+               if getattr(args, k) != defaults[k]}
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(2)
-        opener = gzip.open if magic == b"\x1f\x8b" else open
-        with opener(path, "rb") as fh:
-            head = fh.read(1 << 16)
-    except (OSError, EOFError) as exc:
-        raise CLIError(f"--corpus {path}: cannot read it ({exc})") from exc
-    name = path.name.lower()
-    if head[:14].lower() == b"%%matrixmarket" or name.endswith((".mtx", ".mtx.gz")):
-        return "mtx"
-    lines = head.split(b"\n", 3)[:3]
-    if (len(lines) == 3 and all(line.strip().isdigit() for line in lines)) or \
-            name.startswith("docword."):
-        return "uci"
-    raise CLIError(
-        f"--corpus {path}: cannot tell its format: expected a UCI docword file (three "
-        "header lines D, W, NNZ), a Matrix Market file (%%MatrixMarket banner), or a "
-        "folder of .txt files")
-
-
-def _load_corpus(args: LDAArgs) -> tuple[str, Any, Any]:
-    """``(description, CSR int64 counts, words or None)`` of ``--corpus``."""
-    from dask_dpsgd.datasets import (
-        load_matrix_market,
-        load_nips,
-        load_text_folder,
-        load_uci_bow,
-    )
-
-    folder_opts = {k: getattr(args, k) for k in _FOLDER_DEFAULTS}
-    if args.corpus == "nips":
-        kind = "NIPS corpus"
-    else:
-        path = Path(args.corpus)
-        if not path.exists():
-            raise CLIError(f"--corpus {path}: no such file or directory (use 'nips' "
-                           "for the bundled corpus)")
-        kind = "folder" if path.is_dir() else _sniff_format(path)
-    if args.vocab is not None and kind not in ("uci", "mtx"):
-        raise CLIError("--vocab applies to a docword or Matrix Market corpus only"
-                       + (" (the folder's vocabulary is built by CountVectorizer)"
-                          if kind == "folder" else ""))
-    if kind != "folder" and folder_opts != _FOLDER_DEFAULTS:
-        changed = [f"--{k.replace('_', '-')}" for k, v in folder_opts.items()
-                   if v != _FOLDER_DEFAULTS[k]]
-        raise CLIError(f"{', '.join(changed)} appl{'ies' if len(changed) == 1 else 'y'}"
-                       " to a folder of text files only")
-    try:
-        if kind == "NIPS corpus":
-            bunch = load_nips()
-            return kind, bunch.data, bunch.feature_names
+        kind = "nips" if args.corpus == "nips" else corpus_format(args.corpus)
+        if args.vocab is not None and kind not in ("uci", "mtx"):
+            raise CLIError("--vocab applies to a docword or Matrix Market corpus only"
+                           + (" (the folder's vocabulary is built by CountVectorizer)"
+                              if kind == "folder" else ""))
+        if kind != "folder" and changed:
+            flags = [f"--{k.replace('_', '-')}" for k in changed]
+            raise CLIError(f"{', '.join(flags)} appl"
+                           f"{'ies' if len(flags) == 1 else 'y'} to a folder of text "
+                           "files only")
+        folder = {}
         if kind == "folder":
-            stop_words = None if args.stop_words == "none" else args.stop_words
-            bunch = load_text_folder(path, max_df=args.max_df, min_df=args.min_df,
-                                     stop_words=stop_words)
-            return (f"{path}/ ({bunch.data.shape[0]} text files)", bunch.data,
-                    bunch.feature_names)
-        if kind == "mtx":
-            bunch = load_matrix_market(path, args.vocab)
-            return f"Matrix Market {path}", bunch.data, bunch.feature_names
-        X, words = load_uci_bow(path, args.vocab)
-        return f"UCI docword {path}", X, words
+            folder = {k: getattr(args, k) for k in FOLDER_OPTIONS}
+            if folder["stop_words"] == "none":
+                folder["stop_words"] = None
+        bunch = load_corpus(args.corpus, args.vocab, **folder)
     except (ValueError, OSError) as exc:
         raise CLIError(f"--corpus {args.corpus}: {exc}") from exc
+    return bunch.description, bunch.data, bunch.feature_names
 
 
 def _split(n_docs: int, test_size: float, seed: int) -> tuple[Any, Any]:
@@ -337,59 +175,9 @@ def _split(n_docs: int, test_size: float, seed: int) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- #
 # Outputs
 # --------------------------------------------------------------------------- #
-def _plot_lda(lda: Any, words: Any, path: str, top_words: int) -> str:
-    """PNG of docs/s per pass, next to the training perplexity if it was evaluated
-    or else a heat map of p(word | topic) over each topic's top words.
-
-    Returns what the right-hand panel shows.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hist = lda.history_
-    passes = [r.get("pass", i + 1) for i, r in enumerate(hist)]
-    speed = [r.get("time/docs_per_s", float("nan")) for r in hist]
-    evaluated = [(p, r["train/perplexity"]) for p, r in zip(passes, hist, strict=True)
-                 if "train/perplexity" in r]
-    if evaluated:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    else:
-        k = lda.components_.shape[0]
-        per_topic = max(1, min(top_words, 40 // k))
-        cols: list[int] = []
-        for row in lda.components_:
-            cols += [int(i) for i in row.argsort()[::-1][:per_topic] if i not in cols]
-        fig, (ax1, ax2) = plt.subplots(
-            1, 2, figsize=(5 + 0.22 * len(cols), 1.5 + max(3.0, 0.3 * k)),
-            gridspec_kw={"width_ratios": [4, max(4.0, 0.22 * len(cols))]})
-    ax1.bar(passes, speed, color="C0")
-    ax1.set_xlabel("pass")
-    ax1.set_ylabel("documents / s")
-    threads = "/".join(str(t) for t in lda.threads_per_worker_)
-    ax1.set_title(f"{lda.n_workers_} worker(s) x {threads} numba thread(s)")
-    if evaluated:
-        ax2.plot(*zip(*evaluated, strict=True), marker="o", color="C1")
-        ax2.set_xlabel("pass")
-        ax2.set_ylabel("training perplexity")
-        ax2.set_title(f"DPSVI LDA, K={lda.n_components}")
-        shows = "training perplexity"
-    else:
-        prob = lda.components_ / lda.components_.sum(axis=1, keepdims=True)
-        image = ax2.imshow(prob[:, cols], aspect="auto", cmap="viridis",
-                           interpolation="nearest")
-        ax2.set_xticks(range(len(cols)))
-        ax2.set_xticklabels([str(words[c]) for c in cols], rotation=90, fontsize=8)
-        ax2.set_yticks(range(prob.shape[0]))
-        ax2.set_ylabel("topic")
-        ax2.set_title(f"top {per_topic} word(s) of each topic")
-        fig.colorbar(image, ax=ax2, label="p(word | topic)")
-        shows = "topic-word heat map of the top words"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return shows
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """The options a job ran with, for its JSON output."""
+    return {k: v for k, v in vars(args).items() if k != "command"}
 
 
 def _save(estimator: Any, path: str | None) -> str | None:
@@ -405,7 +193,7 @@ def _save(estimator: Any, path: str | None) -> str | None:
 # --------------------------------------------------------------------------- #
 # Jobs
 # --------------------------------------------------------------------------- #
-def run_a2c(args: A2CArgs) -> dict[str, object]:
+def run_a2c(args: argparse.Namespace) -> dict[str, object]:
     """Train HSA2C on a gymnasium environment; print the evaluation return; plot."""
     from dask_dpsgd import HSA2CAgent
     from dask_dpsgd.plotting import plot_learning_curve
@@ -439,21 +227,22 @@ def run_a2c(args: A2CArgs) -> dict[str, object]:
                "timesteps": agent.num_timesteps_,
                "episode_returns": agent.episode_returns_.tolist(),
                "history": agent.history_, "model": model,
-               "config": dataclasses.asdict(args)}
+               "config": _config(args)}
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(summary, fh, indent=1, default=float)
     return summary
 
 
-def run_lda(args: LDAArgs) -> dict[str, object]:
+def run_lda(args: argparse.Namespace, folder_defaults: dict[str, Any]
+            ) -> dict[str, object]:
     """Fit DPSVI LDA on a corpus (the bundled NIPS papers, a UCI docword file, a Matrix
     Market file or a folder of text files); print topics and held-out perplexity."""
     import numpy as np
 
     from dask_dpsgd import DPSVILatentDirichletAllocation
 
-    description, counts, vocab = _load_corpus(args)
+    description, counts, vocab = _load_corpus(args, folder_defaults)
     if vocab is None:
         vocab = np.array([f"#{i}" for i in range(counts.shape[1])])
     X = counts.astype("float64")
@@ -491,7 +280,9 @@ def run_lda(args: LDAArgs) -> dict[str, object]:
               "documents: --test-size 0)")
     plot = None
     if args.plot:
-        shows = _plot_lda(lda, vocab, args.plot, args.top_words)
+        from dask_dpsgd.plotting import plot_lda
+
+        shows = plot_lda(lda, vocab, args.plot, top_words=args.top_words)
         plot = args.plot
         print(f"plot: {plot} (documents/s per pass; {shows})")
     model = _save(lda, args.save_model)
@@ -500,7 +291,7 @@ def run_lda(args: LDAArgs) -> dict[str, object]:
                "corpus": {"source": args.corpus, "n_documents": int(X.shape[0]),
                           "n_words": int(X.shape[1]), "n_train": int(X_train.shape[0]),
                           "n_test": int(X_test.shape[0])},
-               "model": model, "plot": plot, "config": dataclasses.asdict(args)}
+               "model": model, "plot": plot, "config": _config(args)}
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(summary, fh, indent=1, default=float)
@@ -510,27 +301,6 @@ def run_lda(args: LDAArgs) -> dict[str, object]:
 # --------------------------------------------------------------------------- #
 # Parsing
 # --------------------------------------------------------------------------- #
-def _field_docs(cls: type) -> dict[str, str]:
-    """Docstrings written under each dataclass field, base classes included (used as
-    ``--help`` texts)."""
-    import ast
-    import inspect
-    import textwrap
-
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in itertools.pairwise(body):
-            if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant)):
-                text = " ".join(str(nxt.value.value).split())
-                docs[node.target.id] = text  # type: ignore[union-attr]
-    return docs
-
-
 def _int_or_float(text: str) -> int | float:
     """``"2"`` -> 2, ``"0.5"`` -> 0.5 (CountVectorizer's df semantics differ)."""
     try:
@@ -544,50 +314,138 @@ def _int_or_float(text: str) -> int | float:
         raise argparse.ArgumentTypeError(msg) from None
 
 
-def _arg_type(annotation: str) -> Any:
-    if "int" in annotation and "float" in annotation:
-        return _int_or_float
-    if "str" in annotation:
-        return str
-    return float if "float" in annotation else int
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    docs = _field_docs(cls)
-    groups: dict[str, Any] = {}
-    exclusive: dict[str, Any] = {}
-    for group in (CORPUS, CLUSTER, OUTPUT):  # fixed order in --help
-        if any(f.metadata.get("group") == group for f in dataclasses.fields(cls)):
-            groups[group] = parser.add_argument_group(_GROUP_TITLES[group])
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        meta = f.metadata
-        target = groups.get(meta.get("group"), parser)
-        if meta.get("exclusive"):
-            key = meta["exclusive"]
-            if key not in exclusive:
-                exclusive[key] = target.add_mutually_exclusive_group()
-            target = exclusive[key]
-        kwargs: dict[str, Any] = {"type": _arg_type(str(f.type)), "default": f.default,
-                                  "help": f"{docs.get(f.name, '')} (default: "
-                                          f"{f.default})"}
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        target.add_argument(flag, **kwargs)
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help texts with their defaults, and the description's paragraphs kept."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(super(_Formatter, self)._fill_text(p, width, indent)
+                           for p in text.split("\n\n"))
 
 
-def _check_args(parser: argparse.ArgumentParser, args: Any) -> None:
+def _layout_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The engine's layout and seed (both subcommands)."""
+    parser.add_argument("--n-workers", type=int, default=None, help=(
+        "Dask workers (default: sized from this machine's cores, or all the "
+        "cluster's)"))
+    parser.add_argument("--threads-per-worker", type=int, default=None, help=(
+        "Numba threads per worker (default: the worker's share of its host's cores)"))
+    parser.add_argument("--parallelism", default="auto", choices=PARALLELISM, help=(
+        "The engine's mode: serial (1 worker x 1 core), hogwild (1 worker x its "
+        "cores), parameter-server (workers x 1 core), dpsgd (both), auto (sized to "
+        "the cluster)."))
+    parser.add_argument("--random-state", type=int, default=0, help=what)
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where the fit runs (both subcommands)."""
+    group = parser.add_argument_group(
+        "cluster (default: an embedded LocalCluster on this machine)")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--scheduler-address", default=None, help=(
+        "Address of a running Dask scheduler to use instead of the embedded "
+        "cluster."))
+    choice.add_argument("--slurm-jobs", type=int, default=None, help=(
+        "Run on this many SLURM jobs of one Dask worker each (needs dask-jobqueue); "
+        "the jobs are cancelled when the command ends."))
+    group.add_argument("--slurm-cores", type=int, default=4, help=(
+        "Cores booked per SLURM job, all for numba (NUMBA_NUM_THREADS)."))
+    group.add_argument("--slurm-memory", default="8GB", help="Memory per SLURM job.")
+    group.add_argument("--slurm-walltime", default="01:00:00",
+                       help="Wall-time limit of each SLURM job.")
+    group.add_argument("--slurm-queue", default=None, help=(
+        "SLURM partition (default: dask-jobqueue's configuration)."))
+
+
+def _lda_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m dask_dpsgd lda``."""
+    parser.add_argument("--n-components", type=int, default=20,
+                        help="Number of topics K.")
+    parser.add_argument("--max-iter", type=int, default=5,
+                        help="Passes over the training documents.")
+    parser.add_argument("--batch-size", type=int, default=128, help=(
+        "Documents per minibatch (per push to the parameter server)."))
+    parser.add_argument("--evaluate-every", type=int, default=-1, help=(
+        "Compute the training perplexity every this many passes (<= 0: never)."))
+    _layout_options(parser, "Seed of the initial topics, of every worker's random "
+                    "stream and of the held-out split.")
+    parser.add_argument("--verbose", type=int, default=1, help="0: no progress bar.")
+    corpus = parser.add_argument_group("corpus (default: the bundled NIPS papers)")
+    corpus.add_argument("--corpus", default="nips", help=(
+        "'nips' (bundled), or a path: a UCI docword file (docword.*.txt[.gz]), a "
+        "Matrix Market file (.mtx[.gz], documents are rows) or a folder of UTF-8 "
+        "*.txt files."))
+    corpus.add_argument("--vocab", default=None, help=(
+        "Vocabulary of a docword or Matrix Market corpus, one word per line."))
+    corpus.add_argument("--test-size", type=float, default=0.1, help=(
+        "Fraction of the documents held out for the perplexity (0: none; seeded by "
+        "--random-state)."))
+    corpus.add_argument("--max-df", type=_int_or_float, default=0.95, help=(
+        "Text folder: ignore words in more than this fraction (float) or number "
+        "(int) of documents."))
+    corpus.add_argument("--min-df", type=_int_or_float, default=2, help=(
+        "Text folder: ignore words in fewer than this number (int) or fraction "
+        "(float) of documents."))
+    corpus.add_argument("--stop-words", default="english", choices=("english", "none"),
+                        help="Text folder: stop-word list removed before counting.")
+    _cluster_options(parser)
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--top-words", type=int, default=10,
+                     help="Words printed per topic.")
+    out.add_argument("--output", default=None, help=(
+        "Write the fitted topics, perplexity and history to this JSON file."))
+    out.add_argument("--save-model", default=None, help=(
+        "Write the fitted model to this .npz file (plain arrays, no pickle; see "
+        "dask_dpsgd.io.load_model)."))
+    out.add_argument("--plot", default=None, help=(
+        "Write a PNG of the documents/s per pass and the training perplexity (with "
+        "--evaluate-every) or the top words of each topic."))
+
+
+def _a2c_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m dask_dpsgd a2c``."""
+    parser.add_argument("--env", default="CartPole-v1",
+                        help="Gymnasium environment id.")
+    parser.add_argument("--total-timesteps", type=int, default=200_000, help=(
+        "Environment steps to train for, summed over workers."))
+    parser.add_argument("--target-return", type=_optional_float, default=None, help=(
+        "Stop once the mean return of the last 100 episodes reaches this."))
+    parser.add_argument("--n-envs", type=int, default=8,
+                        help="Environments per worker.")
+    _layout_options(parser, "Seed of the initial parameters and of every worker's "
+                    "random stream.")
+    parser.add_argument("--n-eval-episodes", type=int, default=20, help=(
+        "Deterministic evaluation episodes after training."))
+    parser.add_argument("--verbose", type=int, default=1, help="0: no progress bar.")
+    _cluster_options(parser)
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--plot", default="hsa2c_learning_curve.png",
+                     help="Where to write the learning-curve PNG.")
+    out.add_argument("--output", default=None, help=(
+        "Write the evaluation return, episode returns and history to this JSON "
+        "file."))
+    out.add_argument("--save-model", default=None, help=(
+        "Write the fitted agent to this .npz file (plain arrays, no pickle; see "
+        "dask_dpsgd.io.load_model)."))
+
+
+SLURM_OPTIONS = ("slurm_cores", "slurm_memory", "slurm_walltime", "slurm_queue")
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Cross-option checks argparse cannot express; parser.error on failure."""
-    defaults = {f.name: f.default for f in dataclasses.fields(ClusterArgs)}
     if args.slurm_jobs is None:
-        set_alone = [f"--{k.replace('_', '-')}" for k in defaults
-                     if k.startswith("slurm_") and getattr(args, k) != defaults[k]]
+        set_alone = [f"--{k.replace('_', '-')}" for k in SLURM_OPTIONS
+                     if getattr(args, k) != parser.get_default(k)]
         if set_alone:
             parser.error(f"{', '.join(set_alone)} only appl"
                          f"{'ies' if len(set_alone) == 1 else 'y'} with --slurm-jobs")
     elif args.slurm_jobs < 1:
         parser.error(f"--slurm-jobs must be >= 1, got {args.slurm_jobs}")
-    if isinstance(args, LDAArgs):
+    if args.command == "lda":
         if not 0 <= args.test_size < 1:
             parser.error(f"--test-size must be in [0, 1), got {args.test_size}")
         if args.vocab is not None and args.corpus == "nips":
@@ -595,42 +453,39 @@ def _check_args(parser: argparse.ArgumentParser, args: Any) -> None:
                          "not to the bundled NIPS corpus")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser, its subcommands ``lda`` and ``a2c`` included.
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line's parser and its subcommands' parsers (``lda``, ``a2c``).
 
-    The documentation's CLI reference renders its ``--help`` texts at build time
+    The documentation's CLI reference renders their ``--help`` texts at build time
     (``docs/_ext/cli_help.py``), so they are never copied by hand.
     """
     parser = argparse.ArgumentParser(
         prog="python -m dask_dpsgd",
         description="DPSGD on Dask: lock-free numba cores x asynchronous workers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_lda = sub.add_parser("lda", help="LDA (DPSVI) on NIPS, a bag-of-words file or "
-                           "a folder of texts", description=run_lda.__doc__)
-    _add_dataclass_args(p_lda, LDAArgs)
-    p_a2c = sub.add_parser("a2c", help="HSA2C actor-critic on a gymnasium environment",
-                           description=run_a2c.__doc__)
-    _add_dataclass_args(p_a2c, A2CArgs)
-    return parser
+    subs = {
+        "lda": sub.add_parser("lda", help="LDA (DPSVI) on NIPS, a bag-of-words file "
+                              "or a folder of texts", description=run_lda.__doc__,
+                              formatter_class=_Formatter),
+        "a2c": sub.add_parser("a2c", help="HSA2C actor-critic on a gymnasium "
+                              "environment", description=run_a2c.__doc__,
+                              formatter_class=_Formatter),
+    }
+    _lda_parser(subs["lda"])
+    _a2c_parser(subs["a2c"])
+    return parser, subs
 
 
-def _subcommand_parsers(parser: argparse.ArgumentParser
-                        ) -> dict[str, argparse.ArgumentParser]:
-    """``{name: parser}`` of the subcommands of a :func:`build_parser` parser."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (:func:`build_parsers`)."""
+    return build_parsers()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m dask_dpsgd`` and the ``dask-dpsgd`` script."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    sub_parser = _subcommand_parsers(parser)[ns.command]
-    cls, run = (LDAArgs, run_lda) if ns.command == "lda" else (A2CArgs, run_a2c)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    args = cls(**{k: v for k, v in vars(ns).items() if k in fields})
+    parser, subs = build_parsers()
+    args = parser.parse_args(argv)
+    sub_parser = subs[args.command]
     _check_args(sub_parser, args)
     # The progress bar already shows the dashboard link; the log stays for warnings,
     # including distributed's (its INFO lines about the embedded cluster are noise).
@@ -642,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.slurm_jobs is not None:
             _require_jobqueue()  # fail before reading the corpus
-        run(args)
+        if args.command == "lda":
+            run_lda(args, {k: sub_parser.get_default(k) for k in FOLDER_OPTIONS})
+        else:
+            run_a2c(args)
     except CLIError as exc:
         sub_parser.exit(1, f"{sub_parser.prog}: error: {exc}\n")
     return 0

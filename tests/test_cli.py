@@ -216,7 +216,7 @@ def test_lda_corpus_errors_are_one_line_messages(tmp_path, extra, message):
 def test_corpus_files_are_recognised_by_content(tmp_path):
     import gzip
 
-    from dask_dpsgd.__main__ import CLIError, _sniff_format
+    from dask_dpsgd.datasets import corpus_format
 
     mtx = "%%MatrixMarket matrix coordinate integer general\n1 1 1\n1 1 1\n"
     (tmp_path / "counts.bin").write_bytes(gzip.compress(mtx.encode()))
@@ -224,12 +224,15 @@ def test_corpus_files_are_recognised_by_content(tmp_path):
     (tmp_path / "bow").write_text(" 2\n3 \n0\n")
     (tmp_path / "empty.mtx").write_text("")
     (tmp_path / "notes").write_text("1\n2\nthree\n")
-    assert _sniff_format(tmp_path / "counts.bin") == "mtx"
-    assert _sniff_format(tmp_path / "docword.gz") == "uci"
-    assert _sniff_format(tmp_path / "bow") == "uci"
-    assert _sniff_format(tmp_path / "empty.mtx") == "mtx"  # mmread names the problem
-    with pytest.raises(CLIError, match="notes: cannot tell its format"):
-        _sniff_format(tmp_path / "notes")
+    assert corpus_format(tmp_path / "counts.bin") == "mtx"
+    assert corpus_format(tmp_path / "docword.gz") == "uci"
+    assert corpus_format(tmp_path / "bow") == "uci"
+    assert corpus_format(tmp_path / "empty.mtx") == "mtx"  # mmread names the problem
+    assert corpus_format(tmp_path) == "folder"
+    with pytest.raises(ValueError, match="notes: cannot tell its format"):
+        corpus_format(tmp_path / "notes")
+    with pytest.raises(ValueError, match="gone: no such file or directory"):
+        corpus_format(tmp_path / "gone")
 
 
 def test_default_split_is_the_bundled_nips_split():
@@ -391,12 +394,10 @@ def test_argument_errors(capsys, argv, message):
 
 
 def test_df_options_keep_count_vectorizer_semantics():
-    import argparse
 
-    from dask_dpsgd.__main__ import LDAArgs, _add_dataclass_args
+    from dask_dpsgd.__main__ import build_parsers
 
-    parser = argparse.ArgumentParser()
-    _add_dataclass_args(parser, LDAArgs)
+    parser = build_parsers()[1]["lda"]
     ns = parser.parse_args(["--min-df", "3", "--max-df", "0.5"])
     assert ns.min_df == 3
     assert isinstance(ns.min_df, int)

@@ -26,7 +26,8 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils import Bunch
 
-__all__ = ["load_matrix_market", "load_nips", "load_text_folder", "load_uci_bow"]
+__all__ = ["corpus_format", "load_corpus", "load_matrix_market", "load_nips",
+           "load_text_folder", "load_uci_bow"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIELDS = ("docID", "wordID", "count")
@@ -651,3 +652,104 @@ def load_text_folder(path: str | pathlib.Path, **count_vectorizer_kwargs) -> Bun
         feature_names=vectorizer.get_feature_names_out(),
         filenames=np.array([str(f) for f in files]),
     )
+
+
+def corpus_format(path: str | pathlib.Path) -> str:
+    """The format of a corpus on disk, from its content (gzip or not).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder, or a file.
+
+    Returns
+    -------
+    {"folder", "mtx", "uci"}
+        A folder of text files (:func:`load_text_folder`), a Matrix Market file
+        (:func:`load_matrix_market`) or a UCI docword file (:func:`load_uci_bow`).
+
+    Raises
+    ------
+    ValueError
+        The path does not exist, cannot be read, or is none of these formats.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return "folder"
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot read it ({exc})") from exc
+    name = path.name.lower()
+    if head[:14].lower() == b"%%matrixmarket" or name.endswith((".mtx", ".mtx.gz")):
+        return "mtx"
+    lines = head.split(b"\n", 3)[:3]
+    if (len(lines) == 3 and all(line.strip().isdigit() for line in lines)) or \
+            name.startswith("docword."):
+        return "uci"
+    raise ValueError(
+        f"{path}: cannot tell its format: expected a UCI docword file (three header "
+        "lines D, W, NNZ), a Matrix Market file (%%MatrixMarket banner), or a folder of "
+        ".txt files")
+
+
+def load_corpus(source: str | pathlib.Path, vocab: str | pathlib.Path | None = None,
+                **count_vectorizer_kwargs) -> Bunch:
+    """A document-word count matrix from the bundled corpus or any supported format.
+
+    Parameters
+    ----------
+    source : str or path-like
+        ``"nips"`` (the bundled corpus, :func:`load_nips`), a folder of UTF-8 ``.txt``
+        files (:func:`load_text_folder`), a Matrix Market file
+        (:func:`load_matrix_market`) or a UCI docword file (:func:`load_uci_bow`); the
+        format is read from the content (:func:`corpus_format`).
+    vocab : str or path-like, default=None
+        The vocabulary of a Matrix Market or docword file, one word per line.
+    **count_vectorizer_kwargs
+        Passed to :func:`load_text_folder` (a folder only).
+
+    Returns
+    -------
+    data : Bunch
+        ``data`` (CSR counts, documents are rows), ``feature_names`` (or ``None``) and
+        ``description`` (one line naming the source).
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: an unknown or unreadable source, ``vocab`` for a source
+        that has its own vocabulary, folder options for a file, or the loader's error.
+    """
+    if str(source) == "nips":
+        fmt = "nips"
+    else:
+        fmt = corpus_format(source)
+    if vocab is not None and fmt not in ("uci", "mtx"):
+        raise ValueError(f"vocab applies to a docword or Matrix Market corpus only, not "
+                         f"to {'the bundled NIPS corpus' if fmt == 'nips' else 'a folder'}")
+    if count_vectorizer_kwargs and fmt != "folder":
+        raise ValueError(f"{', '.join(sorted(count_vectorizer_kwargs))} appl"
+                         f"{'ies' if len(count_vectorizer_kwargs) == 1 else 'y'} to a "
+                         "folder of text files only")
+    if fmt == "nips":
+        bunch = load_nips()
+        return Bunch(data=bunch.data, feature_names=bunch.feature_names,
+                     description="NIPS corpus")
+    path = pathlib.Path(source)
+    if fmt == "folder":
+        bunch = load_text_folder(path, **count_vectorizer_kwargs)
+        return Bunch(data=bunch.data, feature_names=bunch.feature_names,
+                     description=f"{path}/ ({bunch.data.shape[0]} text files)")
+    if fmt == "mtx":
+        bunch = load_matrix_market(path, vocab)
+        return Bunch(data=bunch.data, feature_names=bunch.feature_names,
+                     description=f"Matrix Market {path}")
+    X, words = load_uci_bow(path, vocab)
+    return Bunch(data=X, feature_names=words, description=f"UCI docword {path}")

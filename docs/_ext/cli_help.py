@@ -5,15 +5,12 @@ Usage in a page::
     .. cli-help::           (the top-level parser)
     .. cli-help:: lda       (a subcommand)
 
-The text comes from :func:`dask_dpsgd.__main__.build_parser`, the parser the command
-line itself uses, so the reference cannot drift from the code. The only thing this
-extension assumes about ``__main__`` is that function; the subcommands are found
-through argparse's own structure.
+The text comes from :func:`dask_dpsgd.__main__.build_parsers`, the parsers the command
+line itself uses, so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Iterator
@@ -44,21 +41,13 @@ def _plain_terminal(columns: int) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 def render_help(command: str | None = None, columns: int = HELP_COLUMNS) -> str:
     """``--help`` of the top-level parser, or of the subcommand ``command``."""
-    from dask_dpsgd.__main__ import build_parser
+    from dask_dpsgd.__main__ import build_parsers
 
     with _plain_terminal(columns):
-        parser = build_parser()
+        parser, subs = build_parsers()
         if command is not None:
-            subs = _subcommands(parser)
             if command not in subs:
                 raise ValueError(f"no subcommand {command!r}; the parser has "
                                  f"{', '.join(sorted(subs)) or 'none'}")
