@@ -1317,8 +1317,12 @@ def main(results_dir: Path, output: Path) -> Path:
     # (title, anchor, notes name, rendered body); each pooled A2C section follows the
     # last file of its kind.
     sections: list[tuple[str, str, str, str]] = []
+    kinds = [doc["kind"] for _, doc in docs]
     for p, doc in docs:
         title, render = renderers.get(doc["kind"], (doc["kind"], render_generic))
+        if kinds.count(doc["kind"]) > 1:
+            # One heading per question: files of one kind differ in what they ran.
+            title += f" ({_run_label(doc)})"
         sections.append((title, _anchor(p), p.stem,
                          f"Source: `benchmarks/results/{p.name}`.\n\n" + render(doc, p)))
     pools = a2c_pools(docs)
@@ -1348,6 +1352,20 @@ def main(results_dir: Path, output: Path) -> Path:
         ]
     output.write_text("\n".join(parts).rstrip() + "\n")
     return output
+
+
+def _run_label(doc: dict[str, Any]) -> str:
+    """What tells a result file apart from others of its kind: its environments and
+    seeds."""
+    cfg = doc.get("config", {})
+    parts = []
+    if cfg.get("envs"):
+        parts.append(", ".join(cfg["envs"]))
+    seeds = sorted({r["seed"] for r in doc.get("runs", []) if "seed" in r})
+    if seeds:
+        parts.append(f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1
+                     else f"seed {seeds[0]}")
+    return "; ".join(parts) or doc.get("started", "")
 
 
 def _anchor(path: Path) -> str:
