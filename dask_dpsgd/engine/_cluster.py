@@ -57,12 +57,16 @@ class ClusterHandle:
     slots : tuple of WorkerSlot
         Workers used, in a fixed order (worker 0 holds the parameter server).
     dashboard_link : str or None
+    lost_at_start : tuple of str
+        Workers chosen for the fit that left the cluster while it was sized (the fit
+        reports each as a recovery that discarded nothing).
     """
 
     client: distributed.Client
     owned: bool
     slots: tuple[WorkerSlot, ...]
     dashboard_link: str | None
+    lost_at_start: tuple[str, ...] = ()
 
     @property
     def threads(self) -> tuple[int, ...]:
@@ -371,13 +375,22 @@ def _handle(client: distributed.Client, owned: bool, n_workers: int | None,
                 "worker(s)"
             )
         workers = workers[:n_workers]
-    probes = client.run(_worker_probe, workers=workers)
+    probes = client.run(_worker_probe, workers=workers, on_error="return")
+    failed = [a for a in workers if isinstance(probes.get(a), BaseException)]
+    lost = lost_workers(client, failed) if failed else []
+    if [a for a in failed if a not in lost]:
+        # A live worker that cannot run the probe (it cannot import numba, ...).
+        raise next(probes[a] for a in failed if a not in lost)
+    workers = [a for a in workers if a not in lost]
+    if not workers:
+        raise RuntimeError(f"every worker of the fit was lost while it started: "
+                           f"{', '.join(lost)}")
     slots = _budget(probes, workers, threads_per_worker, cap)
     try:
         link = client.dashboard_link
     except Exception:  # no dashboard (bokeh missing or disabled)
         link = None
-    return ClusterHandle(client, owned, slots, link)
+    return ClusterHandle(client, owned, slots, link, tuple(lost))
 
 
 class WorkerLostError(RuntimeError):

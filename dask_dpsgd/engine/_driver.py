@@ -226,6 +226,11 @@ def train(handle: ClusterHandle, algorithm: Any, data: Any, opts: FitOptions,
     recovering from lost workers."""
     resume = opts.resume
     run = _Run(ckpt=resume if resume is not None else Checkpoint(None, 0, 0))
+    for address in handle.lost_at_start:
+        logger.warning("dask-dpsgd: Dask worker %s lost while the fit started; "
+                       "continuing on %d worker(s)", address, len(handle.slots))
+        run.events.append(RecoveryEvent([address], len(handle.slots), run.ckpt.rounds_done,
+                                        0, 0, True, time.time()))
     name = getattr(algorithm, "name", type(algorithm).__name__.lower())
     while True:
         try:
