@@ -224,7 +224,9 @@ def test_banner_says_where_the_page_is():
 def test_a2c_metrics_are_live_on_the_dashboard(dashboard_client):
     from dask_dpsgd import HSA2CAgent
 
-    agent = HSA2CAgent("CartPole-v1", total_timesteps=200_000, n_workers=2,
+    # Long enough (~6 s here) for several reads of the page while it trains: at
+    # 200k steps a fast fit gave the watcher only two reads in one CI run.
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=400_000, n_workers=2,
                        threads_per_worker=1, random_state=0)
     agent, watcher, base, elapsed = _watch_fit(dashboard_client, agent.fit)
     fit = _check_live(watcher, agent, base, "time/total_timesteps")
