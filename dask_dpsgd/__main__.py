@@ -131,20 +131,13 @@ def _load_corpus(args: argparse.Namespace, defaults: dict[str, Any]
                  ) -> tuple[str, Any, Any]:
     """``(description, CSR counts, words or None)`` of ``--corpus``."""
     from dask_dpsgd.datasets import load_corpus
+    from dask_dpsgd.datasets._base import check_corpus_options
 
-    changed = {k: getattr(args, k) for k in FOLDER_OPTIONS
-               if getattr(args, k) != defaults[k]}
+    changed = [k for k in FOLDER_OPTIONS if getattr(args, k) != defaults[k]]
     try:
         kind = "nips" if args.corpus == "nips" else corpus_format(args.corpus)
-        if args.vocab is not None and kind not in ("uci", "mtx"):
-            raise CLIError("--vocab applies to a docword or Matrix Market corpus only"
-                           + (" (the folder's vocabulary is built by CountVectorizer)"
-                              if kind == "folder" else ""))
-        if kind != "folder" and changed:
-            flags = [f"--{k.replace('_', '-')}" for k in changed]
-            raise CLIError(f"{', '.join(flags)} appl"
-                           f"{'ies' if len(flags) == 1 else 'y'} to a folder of text "
-                           "files only")
+        check_corpus_options(kind, args.vocab is not None, changed,
+                             flag=lambda k: f"--{k.replace('_', '-')}")
         folder = {}
         if kind == "folder":
             folder = {k: getattr(args, k) for k in FOLDER_OPTIONS}

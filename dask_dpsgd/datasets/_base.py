@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import io
 import pathlib
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 
@@ -699,6 +700,34 @@ def corpus_format(path: str | pathlib.Path) -> str:
         ".txt files")
 
 
+def check_corpus_options(fmt: str, has_vocab: bool, folder_options: Iterable[str],
+                         flag: Callable[[str], str] = str) -> None:
+    """Raise ``ValueError`` if an option does not apply to a corpus of format ``fmt``.
+
+    Parameters
+    ----------
+    fmt : {"nips", "folder", "mtx", "uci"}
+        The corpus format (:func:`corpus_format`, or ``"nips"``).
+    has_vocab : bool
+        Whether a vocabulary file was given (docword and Matrix Market only).
+    folder_options : iterable of str
+        The names of the :class:`~sklearn.feature_extraction.text.CountVectorizer`
+        options given (a folder of text files only).
+    flag : callable, default=str
+        How an option's name appears in the message (the CLI passes ``"--min-df"``
+        for ``"min_df"``).
+    """
+    if has_vocab and fmt not in ("uci", "mtx"):
+        raise ValueError(f"{flag('vocab')} applies to a docword or Matrix Market corpus "
+                         "only, not to "
+                         + ("the bundled NIPS corpus" if fmt == "nips" else
+                            "a folder (its vocabulary is built by CountVectorizer)"))
+    names = [flag(k) for k in sorted(folder_options)]
+    if names and fmt != "folder":
+        raise ValueError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} "
+                         "to a folder of text files only")
+
+
 def load_corpus(source: str | pathlib.Path, vocab: str | pathlib.Path | None = None,
                 **count_vectorizer_kwargs) -> Bunch:
     """A document-word count matrix from the bundled corpus or any supported format.
@@ -727,17 +756,8 @@ def load_corpus(source: str | pathlib.Path, vocab: str | pathlib.Path | None = N
         Naming the problem: an unknown or unreadable source, ``vocab`` for a source
         that has its own vocabulary, folder options for a file, or the loader's error.
     """
-    if str(source) == "nips":
-        fmt = "nips"
-    else:
-        fmt = corpus_format(source)
-    if vocab is not None and fmt not in ("uci", "mtx"):
-        raise ValueError(f"vocab applies to a docword or Matrix Market corpus only, not "
-                         f"to {'the bundled NIPS corpus' if fmt == 'nips' else 'a folder'}")
-    if count_vectorizer_kwargs and fmt != "folder":
-        raise ValueError(f"{', '.join(sorted(count_vectorizer_kwargs))} appl"
-                         f"{'ies' if len(count_vectorizer_kwargs) == 1 else 'y'} to a "
-                         "folder of text files only")
+    fmt = "nips" if str(source) == "nips" else corpus_format(source)
+    check_corpus_options(fmt, vocab is not None, count_vectorizer_kwargs)
     if fmt == "nips":
         bunch = load_nips()
         return Bunch(data=bunch.data, feature_names=bunch.feature_names,
