@@ -42,7 +42,6 @@ from dask_dpsgd.algorithm import (
     FitStart,
     RecoveryEvent,
     ServerCounts,
-    WorkerContext,
     WorkerReport,
 )
 from dask_dpsgd.engine._arrays import is_dask_array
@@ -57,6 +56,7 @@ from dask_dpsgd.engine._serving import ServerWatch, serving, start_server
 from dask_dpsgd.engine._worker import (
     evaluate_task,
     prepare_task,
+    round_context,
     round_task,
     shard_size_task,
 )
@@ -351,12 +351,13 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
         return base.plus(stats, np.trim_zeros(server.staleness_histogram().result(), "b"))
 
     def take_checkpoint(rounds_done: int, snap: tuple[int, dict[str, Any]],
-                        mid_round: bool = False) -> None:
+                        mid_round: bool = False,
+                        counts: ServerCounts | None = None) -> None:
         nonlocal pending
         version, snapshot = snap
         run.ckpt = Checkpoint(snapshot, base_updates + version, rounds_done)
         watch.checkpoint(version)
-        run.counts = counts_now()
+        run.counts = counts if counts is not None else counts_now()
         run.pushes_sent = base_sent + sent + (
             run.counts.n_received - base.n_received - received_at_round
             if mid_round else 0)
@@ -382,7 +383,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             progress = server.progress().result()
             snap = server.snapshot().result()
             # The in-memory checkpoint a recovery restarts from (mid-round).
-            take_checkpoint(r, snap, mid_round=True)
+            take_checkpoint(r, snap, mid_round=True, counts=counts)
             emit(_record(r, counts, t0, algorithm.record(progress, snap[1], None)))
             return
         if live is None or not live.due():
@@ -408,12 +409,9 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             futures = [
                 client.submit(
                     round_task, server, shards[w], algorithm,
-                    WorkerContext(w, len(slots), s.threads, r,
-                                  np.random.SeedSequence(opts.random_state,
-                                                         spawn_key=(r, w)),
-                                  opts.lag,
-                                  trained_before or base_updates + version > 0,
-                                  None if plans is None else plans[w]),
+                    round_context(w, len(slots), s.threads, r, opts.random_state,
+                                  opts.lag, trained_before or base_updates + version > 0,
+                                  plans),
                     token, key=f"{name}-{round_name}-{r}-w{w}-{token}",
                     workers=[s.address], allow_other_workers=False, pure=False)
                 for w, s in enumerate(slots)]
@@ -421,11 +419,10 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                 futures, addresses, poll=opts.poll_interval,
                 on_poll=functools.partial(poll, r))
             elapsed = time.perf_counter() - t_round
-            counts = counts_now()
             progress = server.progress().result()
             snap = server.snapshot().result()
-            record = _record(r + 1, counts, t0, {})
-            record[round_key] = record.pop("round")
+            now = time.perf_counter() - t0  # the evaluation is not in this round's time
+            record: dict[str, Any] = {}
             record[f"time/{round_name}_s"] = elapsed
             record["time/wait_s"] = sum(rep.wait_s for rep in reports)
             # The workers' namespaced counters ("time/compute_s", ...), summed.
@@ -441,6 +438,11 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                         and abs(last_score - score) < opts.tol):
                     stop = True
                 last_score = score
+            # Read once, after the evaluation (its pulls count in bytes_pulled): the
+            # record and the checkpoint agree.
+            counts = counts_now()
+            record = {round_key: r + 1, "time/elapsed_s": now, **counts.record(),
+                      **record}
             sent += sum(rep.pushes_sent for rep in reports)
             for rep in reports:
                 for key, value in rep.counters.items():
@@ -448,7 +450,7 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             emit(record, force=True)
             if ((r + 1 - start) % opts.checkpoint_every == 0
                     or r + 1 == opts.n_rounds or stop):
-                take_checkpoint(r + 1, snap)
+                take_checkpoint(r + 1, snap, counts=counts)
                 if opts.on_checkpoint is not None:
                     opts.on_checkpoint(run.ckpt)
             if stop:
