@@ -16,6 +16,7 @@ from the same ``lambda`` and added up by the server into one step
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,10 +67,12 @@ def shard_rows(n_rows: int, batch_size: int, n_workers: int) -> list[np.ndarray]
     return [np.concatenate(r) if r else np.arange(0) for r in rows]
 
 
-class Shard(NamedTuple):
+@dataclass(frozen=True, eq=False)
+class Shard:
     """A worker's documents and, per minibatch, what every pass needs of them.
 
-    Built once per fit on the worker that holds the documents; every pass reuses it.
+    Built once per fit on the worker that holds the documents; every pass (and every
+    evaluation, :attr:`index`) reuses it.
     """
 
     X: sp.csr_matrix
@@ -77,6 +80,13 @@ class Shard(NamedTuple):
     words: list[np.ndarray]  # distinct global word ids of each minibatch
     cols: list[np.ndarray]  # each non-zero's row in the minibatch's word list
     indptrs: list[np.ndarray]  # int64 row pointers of each minibatch, from 0
+
+    @functools.cached_property
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole shard's distinct words and each non-zero's row in them (an
+        evaluation's pull and E-step), computed on first use."""
+        words, cols = lda.minibatch_words(self.X.indices)
+        return words, cols
 
 
 def _index_rows(X: sp.csr_matrix, a: int, b: int
@@ -407,7 +417,7 @@ class SVIAlgorithm(AlgorithmBase):
 
     def evaluate_request(self, shard: Shard) -> np.ndarray:
         """Every distinct word of the shard."""
-        return lda.minibatch_words(shard.X.indices)[0]
+        return shard.index[0]
 
     def evaluate(self, shard: Shard, params: Any) -> tuple[float, float]:
         """Documents part of the bound and the tokens of the shard at ``params``."""
@@ -415,7 +425,7 @@ class SVIAlgorithm(AlgorithmBase):
         if X.shape[0] == 0:
             return 0.0, 0.0
         cfg = self.cfg
-        _, cols = lda.minibatch_words(X.indices)
+        cols = shard.index[1]
         lam_rows, rowsums = params
         exp_beta = lda.exp_elog_beta_rows(lam_rows, rowsums)
         gamma = np.ones((X.shape[0], cfg.n_components))
