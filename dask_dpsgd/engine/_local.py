@@ -12,12 +12,11 @@ import threading
 from typing import Any
 
 import numba
-import numpy as np
 
 from dask_dpsgd._server.actor import ParameterServer
-from dask_dpsgd.algorithm import Algorithm, Checkpoint, WorkerContext, WorkerReport
+from dask_dpsgd.algorithm import Algorithm, Checkpoint, WorkerReport
 from dask_dpsgd.engine._pusher import LocalServer, Pusher
-from dask_dpsgd.engine._worker import drive
+from dask_dpsgd.engine._worker import drive, round_context
 
 
 def run_in_process(algorithm: Algorithm, data: Any, *, n_rounds: int = 1, lag: int = 0,
@@ -61,9 +60,7 @@ def run_in_process(algorithm: Algorithm, data: Any, *, n_rounds: int = 1, lag: i
         for r in range(ckpt.rounds_done, n_rounds):
             done = ckpt.updates_done + server.state.version
             plan = getattr(algorithm, "plan", lambda *a: None)(r, sizes, done)
-            ctx = WorkerContext(0, 1, threads, r,
-                                np.random.SeedSequence(random_state, spawn_key=(r, 0)),
-                                lag, done > 0, None if plan is None else plan[0])
+            ctx = round_context(0, 1, threads, r, random_state, lag, done > 0, plan)
             worker_loop = algorithm.worker(shard, ctx)
             pusher = Pusher(local, 0, lag)
             try:

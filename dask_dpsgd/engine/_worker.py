@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numba
+import numpy as np
 
 from dask_dpsgd.algorithm import Algorithm, WorkerContext, WorkerLoop, WorkerReport
 from dask_dpsgd.engine._pusher import (
@@ -25,6 +26,20 @@ from dask_dpsgd.engine._pusher import (
     await_reply,
     reach,
 )
+
+
+def round_context(worker: int, n_workers: int, threads: int, round: int,
+                  random_state: int | None, lag: int, trained: bool,
+                  plans: Sequence[Any] | None) -> WorkerContext:
+    """Worker ``worker``'s context in round ``round``.
+
+    Its seed is ``SeedSequence(random_state, spawn_key=(round, worker))``, so a round's
+    randomness depends on the round and the worker, not on which process runs it (a
+    resumed fit and :func:`run_in_process` draw what a cluster fit draws).
+    """
+    return WorkerContext(worker, n_workers, threads, round,
+                         np.random.SeedSequence(random_state, spawn_key=(round, worker)),
+                         lag, trained, None if plans is None else plans[worker])
 
 
 def drive(loop: WorkerLoop, server: Any, pusher: Pusher,
