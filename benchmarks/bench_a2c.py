@@ -209,24 +209,13 @@ def _wall_summary(curve: list[list[float | None]], threshold: float) -> dict[str
 
 
 def _evaluate(env_id: str, policy: Any, n_episodes: int, seed: int) -> list[float]:
-    """Returns of ``n_episodes`` episodes of ``policy(obs) -> action`` (one env)."""
-    import gymnasium as gym
+    """Returns of ``n_episodes`` episodes of ``policy(obs) -> action`` (one env): the
+    loop ``HSA2CAgent.evaluate`` runs, applied to both methods' policies."""
+    from dask_dpsgd.rl._a2c import run_episodes
+    from dask_dpsgd.rl._envs import make_spec
 
-    env = gym.make(env_id)
-    out = []
-    try:
-        obs, _ = env.reset(seed=seed)
-        total = 0.0
-        while len(out) < n_episodes:
-            obs, rew, term, trunc, _ = env.step(policy(obs))
-            total += float(rew)
-            if term or trunc:
-                out.append(total)
-                total = 0.0
-                obs, _ = env.reset()
-    finally:
-        env.close()
-    return out
+    return [float(r) for r in run_episodes(make_spec(env_id, None), policy, n_episodes,
+                                           seed)]
 
 
 # ----------------------------------------------------------------- one run each
