@@ -80,3 +80,12 @@ def check_fingerprint(path: str | os.PathLike, meta: dict[str, Any],
             f"checkpoint {path} was written for a different fit ("
             + ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in diff)
             + "); delete it or point checkpoint_path elsewhere")
+
+
+def checkpoint_root_seed(meta: dict[str, Any]) -> int:
+    """The root seed (``random_state`` resolved) a checkpoint's fit drew from.
+
+    Format 2 stores it as ``"root_seed"``; format 1 named it ``"entropy"``
+    (:class:`numpy.random.SeedSequence`'s word for it).
+    """
+    return int(meta["root_seed"] if "root_seed" in meta else meta["entropy"])

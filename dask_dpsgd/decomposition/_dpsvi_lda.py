@@ -29,6 +29,7 @@ from dask_dpsgd._kernels import lda as lda_kernels
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
+    checkpoint_root_seed,
     load_checkpoint,
     save_checkpoint,
 )
@@ -207,13 +208,12 @@ default="auto"
         computed one after the other (staleness 0), then the workers run
         asynchronously. While the topics are still near their random start, updates
         computed in parallel from the same ``lambda`` break the symmetry between topics
-        in different directions and average into blurred topics (measured on NIPS, K=50,
-        2 workers, 2 passes: held-out perplexity 1.48x the serial run's without warm-up,
-        1.06x with 3 warm-up updates, 1.01x with 11). The warm-up still uses every
-        worker: each of its updates is a minibatch's worth of documents taken in equal
-        shares from the workers' shards, whose E-steps run in parallel and whose
-        statistics the server adds into one SVI step. It is rounded up to whole
-        minibatches per worker. No effect with one worker and ``prefetch=False``.
+        in different directions and average into blurred topics (measured:
+        :ref:`design-dpsvi`). The warm-up still uses every worker: each of its updates
+        is a minibatch's worth of documents taken in equal shares from the workers'
+        shards, whose E-steps run in parallel and whose statistics the server adds into
+        one SVI step. It is rounded up to whole minibatches per worker. No effect with
+        one worker and ``prefetch=False``.
 
     Attributes
     ----------
@@ -688,13 +688,15 @@ default="auto"
         self._update_exp_dirichlet()
         self.n_batch_iter_ = int(meta["n_batch_iter"])
         self.n_iter_ = int(meta["passes_done"])
-        # The file's raw_* arrays are the server's internal state (SVIRule).
-        state = {k[4:]: arrays[k] for k in ("raw_M", "raw_scale", "raw_M_rowsum")
-                 if k in arrays}
+        # The file's server_* arrays are the server's internal state (SVIRule); files
+        # of format 1 named them raw_* and the root seed "entropy".
+        prefix = "server_" if "server_M" in arrays else "raw_"
+        state = {k: arrays[prefix + k] for k in ("M", "scale", "M_rowsum")
+                 if prefix + k in arrays}
         if len(state) != 3 or state["M"].shape != lam.T.shape:
             raise ValueError(f"checkpoint {self.checkpoint_path} lacks the parameter "
-                             "server's state (raw_M, raw_scale, raw_M_rowsum)")
-        return int(meta["passes_done"]), int(meta["entropy"]), state
+                             "server's state (server_M, server_scale, server_M_rowsum)")
+        return int(meta["passes_done"]), checkpoint_root_seed(meta), state
 
     def _checkpoint_writer(self, fingerprint: dict[str, Any], root_seed: int) -> Any:
         path = self.checkpoint_path
@@ -702,10 +704,11 @@ default="auto"
         def write(lam_wm: np.ndarray, state: dict[str, np.ndarray], step: int,
                   passes_done: int) -> None:
             save_checkpoint(path, {"components": np.ascontiguousarray(lam_wm.T),
-                                   **{f"raw_{k}": v for k, v in state.items()}},
+                                   **{f"server_{k}": v for k, v in state.items()}},
                             {"fingerprint": fingerprint, "n_batch_iter": int(step),
-                             "passes_done": int(passes_done), "entropy": int(root_seed),
-                             "format": "dask-dpsgd-lda-checkpoint-1"})
+                             "passes_done": int(passes_done),
+                             "root_seed": int(root_seed),
+                             "format": "dask-dpsgd-lda-checkpoint-2"})
 
         return write
 

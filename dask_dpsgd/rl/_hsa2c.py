@@ -17,6 +17,7 @@ from dask_dpsgd._kernels import nn
 from dask_dpsgd._server.state import resolve_max_staleness
 from dask_dpsgd._utils._checkpoint import (
     check_fingerprint,
+    checkpoint_root_seed,
     load_checkpoint,
     save_checkpoint,
 )
@@ -467,16 +468,16 @@ default="auto"
                              f"(parameters of shape {snapshot['theta'].shape}, expected "
                              f"({n_params},); all values must be finite)")
         return (engine.Checkpoint(snapshot, 0, int(meta["boundaries_done"])),
-                int(meta["entropy"]))
+                checkpoint_root_seed(meta))
 
     def _checkpoint_writer(self, fingerprint: dict[str, Any], root_seed: int) -> Any:
         path = self.checkpoint_path
 
         def write(ckpt: engine.Checkpoint) -> None:
             save_checkpoint(path, {k: np.asarray(v) for k, v in ckpt.snapshot.items()},
-                            {"fingerprint": fingerprint, "entropy": int(root_seed),
+                            {"fingerprint": fingerprint, "root_seed": int(root_seed),
                              "boundaries_done": int(ckpt.rounds_done),
-                             "format": "dask-dpsgd-hsa2c-checkpoint-1"})
+                             "format": "dask-dpsgd-hsa2c-checkpoint-2"})
 
         return write
 

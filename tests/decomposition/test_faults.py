@@ -30,6 +30,27 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(client, nips, tmp_path)
     assert len(resumed.history_) == 2  # only the two passes it ran
 
 
+def test_checkpoint_of_format_1_still_resumes(client, nips, tmp_path):
+    """Format 1 named the server's arrays ``raw_*`` and the root seed ``"entropy"``."""
+    import json
+
+    X = nips[0][:300]
+    kw = dict(n_components=5, batch_size=64, random_state=0, n_workers=1,
+              threads_per_worker=1)
+    full = LDA(max_iter=2, **kw).fit(X)
+    path = tmp_path / "lda.npz"
+    LDA(max_iter=1, checkpoint_path=str(path), **kw).fit(X)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k.replace("server_", "raw_"): data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    assert meta.pop("format") == "dask-dpsgd-lda-checkpoint-2"
+    meta["entropy"] = meta.pop("root_seed")
+    meta["format"] = "dask-dpsgd-lda-checkpoint-1"
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+    resumed = LDA(max_iter=2, checkpoint_path=str(path), **kw).fit(X)
+    np.testing.assert_array_equal(resumed.components_, full.components_)
+
+
 def test_checkpoint_interval_changes_nothing_but_what_a_loss_costs(client, nips,
                                                                   tmp_path):
     X = nips[0][:300]
