@@ -92,7 +92,8 @@ def _doc_estep(cols, cnts, exp_beta, gamma_d, alpha, max_iter, tol, exp_theta, l
         # iteration's exp_theta, so the two products share one sweep over the rows:
         # each row of exp_beta is read once per iteration, while it is in L1.
         # Four words at a time: four independent dot products keep the FMA units busy
-        # (one running sum is a latency-bound dependency chain); ~15% faster measured.
+        # (one running sum is a latency-bound dependency chain; docs/design.rst,
+        # "Kernels").
         n4 = n_d - n_d % 4
         for j in range(0, n4, 4):
             t0 = 0.0
@@ -392,12 +393,9 @@ doc_word_loglik = numba.njit(cache=True, nogil=True, parallel=True)(_doc_word_lo
 class EStepWorkspace:
     """Buffers the E-step reuses from one minibatch to the next.
 
-    Each buffer is allocated once and grown when a minibatch needs more. Allocating
-    them per minibatch instead costs page faults on first touch (Dask workers run with
-    ``MALLOC_TRIM_THRESHOLD_=65536``, so every large array is a fresh ``mmap``), and
-    inside a ``prange`` those faults serialise the threads: measured on NIPS (K=20), a
-    2-thread E-step ran 1.1x faster than 1 thread with per-minibatch arrays and 1.8x
-    with reused ones.
+    Each buffer is allocated once and grown when a minibatch needs more, so the
+    E-step's threads do not fault fresh pages in on every minibatch (why that matters:
+    docs/design.rst, "Kernels").
     """
 
     def __init__(self) -> None:
@@ -428,10 +426,7 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
         Also compute the sufficient statistics.
     parallel : bool
         Run both phases over ``numba.get_num_threads()`` threads. The result is the
-        one-thread result, bit for bit. Measured on NIPS with 2 threads against the
-        previous split (one static run of documents per thread, each adding into its
-        own ``n_words x K`` copy of the statistics, summed after): as fast at K=20,
-        1.1x faster at K=100, and the copies' cost no longer grows with the threads.
+        one-thread result, bit for bit.
     workspace : EStepWorkspace or None
         Buffers kept across minibatches (a pass's worth of calls); None: fresh ones.
     out : ndarray of float64 or None
@@ -462,11 +457,9 @@ def run_estep(indptr, cols, cnts, exp_beta, gamma, alpha, max_iter, tol, cal_sst
     n_words, K = exp_beta.shape
     indptr = np.asarray(indptr, np.int64)
     n_docs = indptr.shape[0] - 1
-    # Asked even for one thread: it starts numba's threading layer. ``_estep_docs``
-    # calls ``numba.get_thread_id()``, which in a kernel loaded from the on-disk cache
-    # goes through the layer's function table; in a process where nothing parallel has
-    # run yet that table is empty and the process dies (measured: a segmentation fault
-    # on the first serial E-step of a fresh process with a warm cache).
+    # Asked even for one thread: it starts numba's threading layer, without which
+    # ``_estep_docs`` (it calls ``numba.get_thread_id()``) crashes when loaded from the
+    # on-disk cache (docs/design.rst, "Threading layer").
     all_threads = numba.get_num_threads()
     n_threads = all_threads if parallel else 1
     max_len = int(np.max(np.diff(indptr))) if n_docs > 0 else 0

@@ -217,9 +217,9 @@ class SVIWorker:
         self.n_updates = len(shard.batches) - self.first
         self.compute_s = 0.0
         self.workspace = lda.EStepWorkspace()  # the E-step buffers, reused
-        # Minibatch i's statistics go to buffer i % 2, reused (no fresh 1 MB array's
-        # page faults and copy per minibatch: 1-3% of a pass, measured on NIPS with
-        # K=20). Safe: when minibatch i is computed, the push of i - 2 has had its
+        # Minibatch i's statistics go to buffer i % 2, reused (no fresh array's page
+        # faults per minibatch; docs/design.rst, "Kernels"). Safe: when minibatch i is
+        # computed, the push of i - 2 has had its
         # reply (one push in flight, lag <= 1), and the server keeps no reference to a
         # push it has replied to (ParameterServer's contract). Warm-up parts wait on
         # the server for the other workers' parts, so they get fresh arrays.

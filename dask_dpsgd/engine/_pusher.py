@@ -67,10 +67,8 @@ class LocalServer:
     update over when it sends it and must not change it afterwards (the engine's
     callers send fresh arrays or arrays they never write: a shard's word ids), and the
     server's replies are arrays built for the reply, which it keeps no reference to
-    (``ParameterServer``'s contract; tested). Copying both ways anyway cost the
-    Hogwild LDA layout ~8% of its pass time (measured, 1 worker x 2 threads, K=20:
-    the copies ran on the event loop and in the calling thread while the other core
-    idled) and serial ~2%. Every other call deep-copies both ways.
+    (``ParameterServer``'s contract; tested). Copying them would cost a pass several
+    percent (docs/design.rst, "Pusher"). Every other call deep-copies both ways.
     """
 
     BY_REFERENCE = frozenset({"push", "push_part", "push_pull", "pull", "pull_after"})

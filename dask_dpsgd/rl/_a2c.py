@@ -31,9 +31,8 @@ from dask_dpsgd.algorithm import AlgorithmBase, WorkerContext, WorkerReport
 from dask_dpsgd.rl._envs import EnvSpec, make_env, make_vector_env, space_info
 
 # Rollout batch (n_steps x n_envs samples) from which the gradient is split over
-# threads: A2C's default batch (5 steps x 8 envs = 40 samples) is tens of microseconds
-# of work, and two threads meeting at a barrier every update cost more than they save
-# (benchmarks/RESULTS.md); the measured break-even is in the hundreds of samples.
+# threads; below it two threads meeting at a barrier every update cost more than they
+# save (docs/design.rst, "Kernels").
 PARALLEL_MIN_BATCH = 512
 
 
