@@ -407,6 +407,9 @@ class SVIRule:
             self.M_rowsum = np.array(state["M_rowsum"], dtype=np.float64)
         else:
             lam = np.asarray(lam, dtype=np.float64)
+            if lam.ndim != 2:
+                raise ValueError(f"lambda must be 2-D (V words, K topics), got shape "
+                                 f"{lam.shape}")
             self.M = np.ascontiguousarray(lam - self.eta)  # own copy
             self.scale = 1.0
             self.M_rowsum = self.M.sum(axis=0)
@@ -415,6 +418,19 @@ class SVIRule:
         self.bound_tokens = 0.0
         self.bound_updates = 0
 
+    def _word_ids(self, words: Any, what: str) -> np.ndarray:
+        """``words`` as int64 ids, checked to lie in ``[0, V)`` (the kernels index
+        ``M`` with them unchecked)."""
+        ids = np.asarray(words, dtype=np.int64)
+        if ids.ndim != 1:
+            raise ValueError(f"{what}'s word ids must be 1-D, got shape {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.n_features):
+            raise ValueError(f"{what} names word ids {ids.min()}..{ids.max()}, outside "
+                             f"the vocabulary [0, {self.n_features}) of lambda "
+                             f"({self.n_features} words x {self.M.shape[1]} topics, "
+                             "word-major)")
+        return ids
+
     def rho(self, step: int) -> float:
         """Step size ``rho_t`` for the ``step``-th applied update (0-based)."""
         return float((self.learning_offset + self.first_step + step) ** -self.learning_decay)
@@ -422,6 +438,11 @@ class SVIRule:
     def apply(self, delta: SVIUpdate, step: int) -> None:
         """Apply one SVI step from a minibatch's sparse sufficient statistics."""
         words, sstats, batch_docs, bound = SVIUpdate(*delta)
+        words = self._word_ids(words, "an update")
+        sstats = np.ascontiguousarray(sstats, dtype=np.float64)
+        if sstats.shape != (len(words), self.M.shape[1]):
+            raise ValueError(f"an update's statistics have shape {sstats.shape}, "
+                             f"expected (n_words, K) = ({len(words)}, {self.M.shape[1]})")
         if bound is not None:
             self.bound_sum += float(bound[0])
             self.bound_tokens += float(bound[1])
@@ -431,8 +452,7 @@ class SVIRule:
         if self.scale < self.RESCALE_BELOW:
             self._fold_scale()
         # One scatter-add (a merged update may repeat words: they add up).
-        scatter_add_rows(self.M, self.M_rowsum, np.asarray(words, dtype=np.int64),
-                         np.ascontiguousarray(sstats, dtype=np.float64),
+        scatter_add_rows(self.M, self.M_rowsum, words, sstats,
                          rho * self.total_samples / batch_docs / self.scale)
 
     @staticmethod
@@ -464,7 +484,7 @@ class SVIRule:
         if request is None:
             lam_rows = self.eta + self.scale * self.M
         else:
-            words = np.asarray(request, dtype=np.int64)
+            words = self._word_ids(request, "a pull")
             lam_rows = np.empty((len(words), self.M.shape[1]))
             gather_rows_affine(self.M, words, self.eta, self.scale, lam_rows)
         rowsums = self.eta * self.n_features + self.scale * self.M_rowsum

@@ -51,6 +51,25 @@ def test_svi_rule_rho_follows_sklearn_schedule():
     assert rule.rho(3) == pytest.approx((10.0 + 10) ** -0.7)
 
 
+def test_svi_rule_refuses_word_ids_outside_the_vocabulary():
+    """The gather and scatter kernels index lambda unchecked: a topic-major lambda
+    (K x V given where V x K is expected) used to crash the process on the first pull."""
+    _, rule = _svi(V=30, K=4)
+    before = rule.snapshot()["lambda"]
+    with pytest.raises(ValueError, match=r"word ids 5\.\.30, outside the vocabulary "
+                       r"\[0, 30\)"):
+        rule.pull(np.array([5, 30]))
+    with pytest.raises(ValueError, match=r"word ids -1\.\.2"):
+        rule.apply((np.array([-1, 2]), np.ones((2, 4)), 1), 0)
+    with pytest.raises(ValueError, match=r"statistics have shape \(2, 3\), expected "
+                       r"\(n_words, K\) = \(2, 4\)"):
+        rule.apply((np.array([1, 2]), np.ones((2, 3)), 1), 0)
+    with pytest.raises(ValueError, match="lambda must be 2-D"):
+        SVIRule(np.ones(5), 0.1, 10.0, 0.7, 100.0)
+    np.testing.assert_array_equal(rule.snapshot()["lambda"], before)  # nothing applied
+    assert rule.scale == 1.0
+
+
 def test_pull_returns_copies():
     _, rule = _svi()
     rows, _ = rule.pull(np.array([0, 1]))
