@@ -21,6 +21,11 @@ there, or at ``--max-timesteps`` (then the run counts as unsolved). Three axes
   ``--eval-episodes`` deterministic episodes (outside the timed region).
 * memory: peak PSS summed over the run's processes (the driver, and for HSA2C the Dask
   workers), sampled every 50 ms.
+* HSA2C's own costs: *fit overhead* = ``fit()`` wall minus the training loop's last
+  ``history_`` time (environment inspection, cluster probe, parameter-server start,
+  final stats); *steps after crossing* = env steps at the stop minus the crossing step
+  (pushes in flight, the stop flag's round trip). With ``prefetch=True`` a push is
+  answered one push later, so staleness is about 1 even with one worker.
 
 * learning curve against wall-clock time (``wall_curve``: ``[seconds, env steps, mean
   return of the last <=100 episodes]`` rows, about every 0.5 s). HSA2C: its

@@ -8,14 +8,21 @@ method order rotated per seed). Three axes (docs/design.rst, "Benchmarks"):
 * speed: documents per second of training, the mean of the per-pass rates (scikit-learn:
   each ``partial_fit`` over the training set timed alone; DPSVI: ``history_[i]
   ["time/docs_per_s"]``; gensim, which has no per-pass hook: passes x documents / fit
-  time). Whole-fit wall time is recorded too.
+  time). Whole-fit wall time is recorded too (``fit_s``: scikit-learn's timed passes;
+  DPSVI's ``fit()``, i.e. the passes, shard placement, the parameter-server start and
+  the final training-set bound, as scikit-learn's ``fit`` computes it; gensim's
+  ``LdaMulticore(...)`` call), and *CPU cores busy* = CPU seconds of all the run's
+  processes / that wall time. A DPSVI worker's pass time splits into E-step compute
+  (``time/compute_s``), waiting on the parameter server (``time/wait_s``) and the rest
+  (task start, the first pull, pass 1's synchronous warm-up, the end-of-pass barrier).
 * quality: held-out perplexity of the 150 test documents after ``--max-iter`` passes,
   always by scikit-learn's formula (``.perplexity``; gensim's topics are loaded into a
-  scikit-learn estimator to be scored).
-* memory: peak resident set size. Every (method, K, seed) runs in a fresh interpreter;
-  its peak is read from ``/proc`` (``VmHWM``, reset after loading the data) and, for
-  DPSVI, added to the peaks of the Dask worker processes (reset before the fit); for
-  gensim, to the peak of its worker process.
+  scikit-learn estimator to be scored). The *doc-part* perplexity leaves out the
+  topic-word term ``E[log p(beta|eta) - log q(beta|lambda)]`` of the bound, which does
+  not shrink with the test set and dominates 150 documents at large ``K``.
+* memory: peak PSS summed over every process of the run (driver, Dask workers or
+  gensim's pool), sampled every 50 ms (``_common.PeakPss``); every (method, K, seed)
+  runs in a fresh interpreter.
 
 Every DPSVI run gets a fresh ``LocalCluster`` of its layout, started before the run and
 closed after it (``_common.RunCluster``: no other layout's idle cluster shares the

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _tables import machine_block, spread, table
 
 KIND = "nmf"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -118,49 +117,6 @@ def main(cfg: BenchNMFConfig) -> Path:
                                  runs=runs, started=started,
                                  finished=_common.now_iso(),
                                  corpus_shape=list(X.shape))
-
-
-def render(doc: dict[str, Any], path: Path) -> str:
-    """Section of RESULTS.md: time and loss of each layout against scikit-learn."""
-    runs = doc["runs"]
-    cfg = doc["config"]
-    ref = {r["seed"]: r for r in runs if r["method"] == "sklearn"}
-    rows = []
-    for method in ["sklearn", *cfg["layouts"]]:
-        mine = [r for r in runs if r["method"] == method
-                and r["passes"] == cfg["passes"]]
-        speed = [ref[r["seed"]]["time_s"] / r["time_s"] for r in mine]
-        loss = [r["loss"] / ref[r["seed"]]["loss"] for r in mine]
-        # Time to scikit-learn's final loss: the fewest passes that reach it.
-        reach = []
-        for seed, sk in ref.items():
-            hits = sorted((r["passes"], r["time_s"]) for r in runs
-                          if r["method"] == method and r["seed"] == seed
-                          and r["loss"] <= sk["loss"])
-            if hits:
-                reach.append((hits[0][0], sk["time_s"] / hits[0][1]))
-        rows.append([method, spread([r["time_s"] for r in mine], ".2f"),
-                     spread(speed, ".2f") + "×", spread(loss, ".3f"),
-                     "—" if method == "sklearn" else
-                     (f"{spread([float(n) for n, _ in reach], '.0f')} pass(es), "
-                      f"{spread([v for _, v in reach], '.1f')}×"
-                      f" ({len(reach)}/{len(ref)} seeds)")])
-    d, v = doc["corpus_shape"]
-    return "\n".join([
-        f"NMF of the NIPS counts ({d} documents × {v} words), K = "
-        f"{cfg['n_components']}, {cfg['passes']} passes, minibatches of "
-        f"{cfg['batch_size']}, seeds {len(ref)}: the example plug-in on the engine in "
-        "each layout (workers × threads) against scikit-learn's MiniBatchNMF limited "
-        "to one thread. Median [min–max] over the seeds; ratios per seed.", "",
-        "Reproduce:", "", "```", doc["command"], "python benchmarks/summarize.py", "```",
-        "", machine_block(doc), "",
-        table(["method", f"time of {cfg['passes']} passes (s)",
-               "speed-up vs scikit-learn", "loss ÷ scikit-learn's",
-               "to scikit-learn's final loss: passes, speed-up"], rows), ""])
-
-
-RENDERERS = {KIND: ("Bring your own model: NMF on the engine vs scikit-learn's "
-                    "MiniBatchNMF", render)}
 
 
 if __name__ == "__main__":

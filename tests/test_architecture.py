@@ -86,7 +86,9 @@ def test_benchmark_scripts_import_each_other_without_cycles():
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     scripts = {p.stem: p for p in folder.glob("*.py")}
     graph = {name: _script_imports(p, set(scripts)) for name, p in scripts.items()}
-    assert graph["summarize"] >= {"_common", "_tables", "summarize_modes"}
+    # The edges are read (a script importing a script, not only the helpers).
+    assert graph["summarize"] >= {"_common"}
+    assert graph["bench_a2c_modes"] >= {"_common", "bench_a2c"}
     # Depth-first search; a grey node met again closes a cycle.
     state: dict[str, str] = {}
 
