@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _ceiling
 import _common
 from _probes import _worker_numba, _worker_read, _worker_reset
 
@@ -522,6 +523,8 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
     package = Path(__file__).resolve().parents[1] / "dask_dpsgd"
     digest_start = _common.source_digest(package)
     started = _common.now_iso()
+    # What the cores deliver to perfectly parallel work (the modes' speed-up verdict).
+    ceiling = _ceiling.ceiling() if len(layouts) > 1 else None
     base = {"max_timesteps": cfg.max_timesteps, "n_envs": cfg.n_envs,
             "eval_episodes": cfg.eval_episodes}
     thresholds = dict(zip(cfg.envs, cfg.thresholds, strict=True))
@@ -540,7 +543,8 @@ def main(cfg: BenchA2CConfig, kind: str = KIND) -> Path:
             started=started, finished=finished, warmups=warmups, load_waits=waits,
             cluster_start_s=cluster_start,
             worker_numba=worker_numba, worktree_digest=digests, snapshot=snapshot,
-            total_wall_s=time.perf_counter() - t_start)
+            total_wall_s=time.perf_counter() - t_start,
+            **({"ceiling": ceiling} if ceiling else {}))
 
     try:
         for method in methods[1 if cfg.sb3 else 0:]:

@@ -14,6 +14,8 @@ three seeds, the layouts a 2-core machine can hold) and its own result kind, whi
 time from the call of ``fit()`` (HSA2C; from ``learn()`` for stable-baselines3) until
 the method stopped because the mean return of its last 100 training episodes reached
 the threshold; it is the same clock as ``bench_a2c.py``'s ``time_s``.
+Before the runs, the machine's ceiling for perfectly parallel work is measured
+(``_ceiling.py``): the speed-up's verdict shows it beside the goal.
 
 On a larger machine or cluster, pass the layouts it can hold, e.g.::
 

@@ -7,7 +7,9 @@ written to one JSON file that ``summarize.py`` turns into a section of
 * ``modes``: held-out perplexity vs wall-clock time for every layout ``MxP``
   (``M`` workers x ``P`` numba threads; 1x1 is serial, 1xP Hogwild only, Mx1 parameter
   server only, MxP both) and scikit-learn's online LDA, and the speed-up of each layout
-  to the serial run's final held-out perplexity. Each point is its own fit from scratch
+  to the serial run's final held-out perplexity. Before it, the run measures what the
+  machine's cores deliver to perfectly parallel work (``_ceiling.py``), the ceiling
+  any speed-up on it is judged against. Each point is its own fit from scratch
   with ``max_iter = n`` (the same seed), so every point is a real, complete run;
   its time is ``history_[-1]["time/elapsed_s"]`` (parameter server start to the end
   of pass ``n``: the passes and what runs between them; shard placement and the final
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _ceiling
 import _common
 
 KIND_MODES = "lda-modes"
@@ -356,6 +359,8 @@ def main(cfg: BenchLDAModesConfig) -> list[Path]:
     machine = _common.machine_facts()
     corpus = {"name": "nips", "train_docs": X_train.shape[0],
               "test_docs": X_test.shape[0], "vocab": X_train.shape[1]}
+    # What the cores deliver to perfectly parallel work, for the speed-up's verdict.
+    ceiling = _ceiling.ceiling() if "modes" in cfg.experiments else None
     written = []
     for name in cfg.experiments:
         kind, filename, runner = RUNNERS[name]
@@ -370,7 +375,8 @@ def main(cfg: BenchLDAModesConfig) -> list[Path]:
             return _common.write_results(
                 path, kind=kind, config=cfg, machine=machine, runs=runs,
                 started=started, finished=finished, corpus=corpus, quiet=quiet,
-                total_wall_s=time.perf_counter() - t0)
+                total_wall_s=time.perf_counter() - t0,
+                **({"ceiling": ceiling} if kind == KIND_MODES else {}))
 
         runs = runner(cfg, X_train, X_test, save)
         written.append(save(runs, _common.now_iso()))

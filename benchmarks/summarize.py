@@ -214,6 +214,22 @@ def _mxp(layout: str) -> tuple[int, int]:
     return m, p
 
 
+def ceiling_cols(doc: Doc, layout: Callable[[Any], str],
+                 speedup: Callable[[Any], float]) -> list[Col]:
+    """The machine's ceiling for a row's layout (``_ceiling.py``: perfectly parallel
+    work; threads for ``1xP``, processes otherwise) and the speed-up as a share of it."""
+    c = doc.get("ceiling")
+    if not c:
+        return []
+
+    def level(row: Any) -> dict[str, Any]:
+        return c["threads" if _mxp(layout(row))[0] == 1 else "processes"]
+    return [("machine's ceiling (perfectly parallel loop)", lambda row: spread(
+                level(row)["pairs"], ".2f") + "×"),
+            ("speed-up ÷ ceiling", lambda row: format(
+                speedup(row) / statistics.median(level(row)["pairs"]), ".2f"))]
+
+
 def _named(layout: str) -> str:
     """``MxP (mode)``; other methods as they are."""
     if "x" not in layout:
@@ -602,7 +618,8 @@ def render_a2c_modes(doc: Doc, path: Path) -> str:
         "### Against the target: the best mode solves ≥ 1.5× sooner than serial", "",
         columns([key("env", 0), key("best mode", 1, "`{}`"), *verdict(
             [goal("speed-up over serial", lambda r: med(_speedups(r)), "≥", 1.5),
-             ALL_SOLVED])], best, "ll")])
+             ALL_SOLVED]), *ceiling_cols(doc, lambda r: r.runs[0]["layout"],
+                                         lambda r: med(_speedups(r)))], best, "ll")])
 
 
 def render_faults(doc: Doc, path: Path) -> str:
@@ -746,7 +763,8 @@ def render_lda_modes(doc: Doc, path: Path) -> str:
         f"### Against the target: on {doc['machine']['cores']} cores, the best mode "
         "reaches serial's final perplexity ≥ 1.8× sooner", "",
         columns([("best mode", _named), *verdict([goal(
-            "speed-up vs serial", lambda lay: med(speedups[lay]), "≥", 1.8)])], best),
+            "speed-up vs serial", lambda lay: med(speedups[lay]), "≥", 1.8)]),
+            *ceiling_cols(doc, str, lambda lay: med(speedups[lay]))], best),
         "",
         figure(path.with_suffix(".png"), "perplexity vs time and speed-up", [
             [*curves, call("axhline", med(q for _, q in final.values()), color="grey",
