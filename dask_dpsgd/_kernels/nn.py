@@ -257,34 +257,46 @@ def _orthogonal(
 
 
 def init_params(
-    layout, rng: np.random.Generator, *, log_std_init: float = 0.0
+    layout, rng: np.random.Generator, *, log_std_init: float = 0.0,
+    ortho_init: bool = True,
 ) -> np.ndarray:
-    """Draw an initial ``theta`` with SB3's ``ortho_init``.
+    """Draw an initial ``theta`` as SB3's ``ActorCriticPolicy`` does.
 
     Parameters
     ----------
     layout : tuple of int or ndarray of int64
         From :func:`make_layout`.
     rng : numpy.random.Generator
-        Source of the Gaussian matrices.
+        Source of the random weights.
     log_std_init : float, default=0.0
         Initial ``log_std`` of a Gaussian policy (SB3 default 0.0).
+    ortho_init : bool, default=True
+        SB3's ``ortho_init``: orthogonal weights (gain ``sqrt(2)`` hidden, 0.01
+        ``action_net``, 1.0 ``value_net``) and zero biases. ``False``: PyTorch's
+        default ``nn.Linear`` initialisation, every weight and bias drawn from
+        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (``kaiming_uniform_(a=sqrt(5))``).
 
     Returns
     -------
     theta : ndarray of float64, shape (n_params,)
-        Orthogonal weights (gain ``sqrt(2)`` hidden, 0.01 ``action_net``, 1.0
-        ``value_net``), zero biases, ``log_std = log_std_init``.
+        The parameters, ``log_std = log_std_init``.
     """
     theta = np.zeros(n_params(layout), dtype=np.float64)
+    bound = 0.0  # 1/sqrt(fan_in) of the last weight matrix, for its bias
     for name, sl, shape in param_slices(layout):
         if name.endswith(".weight"):
+            if not ortho_init:
+                bound = 1.0 / np.sqrt(shape[1])
+                theta[sl] = rng.uniform(-bound, bound, sl.stop - sl.start)
+                continue
             gain = GAIN_HIDDEN
             if name.startswith("action_net"):
                 gain = GAIN_POLICY
             elif name.startswith("value_net"):
                 gain = GAIN_VALUE
             theta[sl] = _orthogonal(rng, shape[0], shape[1], gain).ravel()
+        elif name.endswith(".bias") and not ortho_init:
+            theta[sl] = rng.uniform(-bound, bound, sl.stop - sl.start)
         elif name == "log_std":
             theta[sl] = log_std_init
     return theta
