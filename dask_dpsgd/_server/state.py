@@ -155,23 +155,29 @@ class A2CUpdate(NamedTuple):
     obs_moments : tuple or None
         ``(mean, var, count)`` of the observations seen since then (observation
         normalisation), else ``None``.
+    return_moments : tuple or None
+        ``(mean, var, count)`` (arrays of shape ``(1,)``) of the discounted returns
+        seen since then (reward normalisation), else ``None``.
     """
 
     theta: np.ndarray
     steps: int
     episodes: np.ndarray
     obs_moments: tuple[np.ndarray, np.ndarray, float] | None = None
+    return_moments: tuple[np.ndarray, np.ndarray, float] | None = None
 
 
 class A2CParams(NamedTuple):
     """What :class:`A2CRule` serves: the parameters, the global step count, the
-    observation moments and whether training is done (budget or target return)."""
+    observation moments, whether training is done (budget or target return) and the
+    moments ``(mean, var, count)`` of the discounted return (reward normalisation)."""
 
     theta: np.ndarray
     total_steps: int
     obs_mean: np.ndarray
     obs_var: np.ndarray
     done: bool
+    return_moments: tuple[float, float, float] = (0.0, 1.0, 1e-4)
 
 
 @dataclass(slots=True)
@@ -542,12 +548,25 @@ class AddRule:
         return _payload_nbytes(obj)
 
 
+def _merge_moments(mean: np.ndarray, var: np.ndarray, count: float,
+                   batch: tuple[np.ndarray, np.ndarray, float] | None) -> float:
+    """Merge ``batch = (mean, var, count)`` into the running ``mean`` / ``var`` (in
+    place); the new count."""
+    if batch is None or not batch[2] > 0:
+        return count
+    b_mean, b_var, b_count = batch
+    return float(running_mean_std_merge(
+        mean, var, float(count), np.ascontiguousarray(b_mean, dtype=np.float64),
+        np.ascontiguousarray(b_var, dtype=np.float64), float(b_count)))
+
+
 class A2CRule:
     """Actor-critic parameters plus what the agent's workers report with each push.
 
-    An update is an :class:`A2CUpdate`; its observation moments are merged into the
-    global running moments with the parallel-variance formula (Chan et al., 1979), as
-    SB3's ``RunningMeanStd``. A pull returns an :class:`A2CParams`.
+    An update is an :class:`A2CUpdate`; its observation moments and discounted-return
+    moments are merged into the global running moments with the parallel-variance
+    formula (Chan et al., 1979), as SB3's ``RunningMeanStd`` (``VecNormalize``'s
+    ``obs_rms`` and ``ret_rms``). A pull returns an :class:`A2CParams`.
 
     Parameters
     ----------
@@ -571,6 +590,9 @@ class A2CRule:
         self.obs_mean = np.zeros(obs_dim)
         self.obs_var = np.ones(obs_dim)
         self.obs_count = 1e-4  # SB3 RunningMeanStd's epsilon prior count
+        self.ret_mean = np.zeros(1)
+        self.ret_var = np.ones(1)
+        self.ret_count = 1e-4
         if snapshot is not None:
             # Continue another server's run (a checkpoint: this rule's snapshot()).
             self.total_steps = int(snapshot["total_steps"])
@@ -581,9 +603,14 @@ class A2CRule:
             self.obs_mean = np.array(snapshot["obs_mean"], dtype=np.float64)
             self.obs_var = np.array(snapshot["obs_var"], dtype=np.float64)
             self.obs_count = float(snapshot["obs_count"])
+            if "ret_var" in snapshot:  # absent from checkpoints before reward scaling
+                self.ret_mean = np.array(snapshot["ret_mean"], dtype=np.float64)
+                self.ret_var = np.array(snapshot["ret_var"], dtype=np.float64)
+                self.ret_count = float(snapshot["ret_count"])
 
     def apply(self, delta: A2CUpdate, step: int) -> None:
         """``theta += delta.theta``; count steps; log episodes; merge moments."""
+        delta = A2CUpdate(*delta)
         self.theta += delta.theta
         self.total_steps += int(delta.steps)
         if len(delta.episodes):
@@ -591,21 +618,19 @@ class A2CRule:
             done = np.array(delta.episodes, dtype=np.float64)
             self.episodes.append(done)
             self._recent = (self._recent + done[:, 1].tolist())[-100:]
-        moments = delta.obs_moments
-        if moments is not None:
-            mean, var, count = moments
-            if count > 0:
-                self.obs_count = running_mean_std_merge(
-                    self.obs_mean, self.obs_var, float(self.obs_count),
-                    np.ascontiguousarray(mean, dtype=np.float64),
-                    np.ascontiguousarray(var, dtype=np.float64), float(count))
+        self.obs_count = _merge_moments(self.obs_mean, self.obs_var, self.obs_count,
+                                        delta.obs_moments)
+        self.ret_count = _merge_moments(self.ret_mean, self.ret_var, self.ret_count,
+                                        delta.return_moments)
 
     def is_finite(self, delta: A2CUpdate) -> bool:
         """Reject NaN/inf parameter steps or moments."""
+        delta = A2CUpdate(*delta)
         ok = bool(np.isfinite(delta.theta).all())
-        moments = delta.obs_moments
-        if moments is not None:
-            ok = ok and bool(np.isfinite(moments[0]).all() and np.isfinite(moments[1]).all())
+        for moments in (delta.obs_moments, delta.return_moments):
+            if moments is not None:
+                ok = ok and bool(np.isfinite(moments[0]).all()
+                                 and np.isfinite(moments[1]).all())
         return ok
 
     @property
@@ -627,7 +652,9 @@ class A2CRule:
     def pull(self, request: Any = None) -> A2CParams:
         """Parameters, step count, observation moments and the done flag (copies)."""
         return A2CParams(self.theta.copy(), self.total_steps, self.obs_mean.copy(),
-                         self.obs_var.copy(), self.done)
+                         self.obs_var.copy(), self.done,
+                         (float(self.ret_mean[0]), float(self.ret_var[0]),
+                          float(self.ret_count)))
 
     def episode_log(self) -> np.ndarray:
         """All finished episodes so far, rows ``(global step, return, length)``."""
@@ -639,6 +666,8 @@ class A2CRule:
         """Parameters, observation moments and the episode log."""
         return {"theta": self.theta.copy(), "obs_mean": self.obs_mean.copy(),
                 "obs_var": self.obs_var.copy(), "obs_count": np.array(self.obs_count),
+                "ret_mean": self.ret_mean.copy(), "ret_var": self.ret_var.copy(),
+                "ret_count": np.array(self.ret_count),
                 "episodes": self.episode_log(), "total_steps": np.array(self.total_steps)}
 
     def nbytes(self, obj: Any) -> int:

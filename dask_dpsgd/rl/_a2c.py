@@ -16,8 +16,9 @@ The server (:class:`~dask_dpsgd._server.state.A2CRule`) adds them in arrival ord
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ class A2CConfig:
     vf_coef: float
     max_grad_norm: float
     optimizer: str
-    learning_rate: float
+    learning_rate: float | Callable[[float], float]  # or of the remaining progress
     rms_prop_eps: float
     normalize_advantage: bool
     normalize_observations: bool
@@ -58,6 +59,82 @@ class A2CConfig:
     total_timesteps: int
     target_return: float | None
     push_every: int
+    normalize_reward: bool = False
+    clip_reward: float = 10.0
+
+
+def learning_rate_at(learning_rate: float | Callable[[float], float],
+                     progress_remaining: float) -> float:
+    """The learning rate at ``progress_remaining`` (1 at the start of training, 0 at
+    ``total_timesteps``): the float itself, or the schedule called, as SB3's.
+
+    Raises
+    ------
+    ValueError
+        If a schedule returns anything but a finite number >= 0.
+    """
+    if not callable(learning_rate):
+        return float(learning_rate)
+    value = learning_rate(float(progress_remaining))
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        lr = float("nan")
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"the learning_rate schedule returned {value!r} at "
+                         f"progress_remaining={progress_remaining:.4g}; it must return a "
+                         "finite number >= 0")
+    return lr
+
+
+def merged_variance(mean_a: float, var_a: float, count_a: float, mean_b: float,
+                    var_b: float, count_b: float) -> float:
+    """Variance of two samples given by their moments (Chan et al., 1979)."""
+    n = count_a + count_b
+    if n <= 0:
+        return var_a
+    delta = mean_b - mean_a
+    return (var_a * count_a + var_b * count_b + delta * delta * count_a * count_b / n) / n
+
+
+class LinearSchedule:
+    """A learning rate falling linearly from ``initial`` to ``final`` over training.
+
+    Called with the remaining progress ``p`` (1 at the start, 0 at the end), it returns
+    ``final + p * (initial - final)``: rl-zoo's ``lin_7e-4`` is
+    ``LinearSchedule(7e-4)``. A plain class, so an agent using it can be cloned,
+    pickled, checkpointed and saved.
+
+    Parameters
+    ----------
+    initial : float
+        The rate at the start (> 0).
+    final : float, default=0.0
+        The rate at the end (>= 0).
+    """
+
+    def __init__(self, initial: float, final: float = 0.0) -> None:
+        initial, final = float(initial), float(final)
+        if not (math.isfinite(initial) and initial > 0):
+            raise ValueError(f"LinearSchedule: initial must be a finite number > 0, got "
+                             f"{initial!r}")
+        if not (math.isfinite(final) and final >= 0):
+            raise ValueError(f"LinearSchedule: final must be a finite number >= 0, got "
+                             f"{final!r}")
+        self.initial, self.final = initial, final
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.final + progress_remaining * (self.initial - self.final)
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule({self.initial!r}, {self.final!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, LinearSchedule)
+                and (self.initial, self.final) == (other.initial, other.final))
+
+    def __hash__(self) -> int:
+        return hash((self.initial, self.final))
 
 
 class RolloutBuffer:
@@ -157,6 +234,13 @@ class A2CWorker:
         self.batch_count = 0.0
         self.obs_mean = np.zeros(self.obs_dim)
         self.obs_var = np.ones(self.obs_dim)
+        # Reward normalisation (VecNormalize's norm_reward): each environment's
+        # discounted return, the moments of this push's returns, the global variance.
+        self.ret = np.zeros(cfg.n_envs)
+        self.ret_batch_mean = np.zeros(1)
+        self.ret_batch_var = np.zeros(1)
+        self.ret_batch_count = 0.0
+        self.ret_global = (0.0, 1.0, 1e-4)  # (mean, var, count) of the last pull
         obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
         self.obs = _flat_obs(obs, cfg.n_envs, self.obs_dim, self.spec.name)
         self.prev_done = np.zeros(cfg.n_envs, dtype=np.bool_)
@@ -185,6 +269,7 @@ class A2CWorker:
         for delta in unseen:
             self.theta += delta.theta
         self.obs_mean, self.obs_var = params.obs_mean, params.obs_var
+        self.ret_global = params.return_moments
         self.global_steps = params.total_steps + sum(d.steps for d in unseen)
         if params.done or self.global_steps >= self.until:
             return None
@@ -194,13 +279,16 @@ class A2CWorker:
             self.apply()
         moments = ((self.batch_mean.copy(), self.batch_var.copy(), self.batch_count)
                    if self.cfg.normalize_observations else None)
+        ret_moments = ((self.ret_batch_mean.copy(), self.ret_batch_var.copy(),
+                        self.ret_batch_count) if self.cfg.normalize_reward else None)
         delta = A2CUpdate(self.acc.copy(), self.steps_since_push,
                           np.asarray(self.episodes, dtype=np.float64).reshape(-1, 3),
-                          moments)
+                          moments, ret_moments)
         self.acc[:] = 0.0
-        self.batch_mean[:] = 0.0
-        self.batch_var[:] = 0.0
-        self.batch_count = 0.0
+        for arr in (self.batch_mean, self.batch_var, self.ret_batch_mean,
+                    self.ret_batch_var):
+            arr[:] = 0.0
+        self.batch_count = self.ret_batch_count = 0.0
         self.episodes = []
         self.steps_since_push = 0
         return delta
@@ -259,6 +347,8 @@ class A2CWorker:
                                      self.done)
             if n_done < 0:
                 _raise_non_finite(rew, self.obs, self.spec.name)
+            if cfg.normalize_reward:
+                self._scale_rewards(t, rew, n_done)
             if n_done == 0:
                 continue
             if not self.next_step_mode:
@@ -270,6 +360,27 @@ class A2CWorker:
                 self.ep_ret[e] = 0.0
                 self.ep_len[e] = 0
         self.steps_since_push += cfg.n_steps * n_envs
+
+    def _scale_rewards(self, t: int, rew: np.ndarray, n_done: int) -> None:
+        """Reward normalisation of rollout row ``t``, as SB3's ``VecNormalize``:
+        every environment's discounted return ``R = gamma R + r`` feeds the running
+        variance, and the reward learned from is ``clip(r / sqrt(var + 1e-8),
+        -clip_reward, clip_reward)``. The variance is the global one of the last pull
+        merged with this worker's returns since (as one SB3 process sees all of its
+        own). ``R`` restarts at each episode's end. Episode returns stay unscaled."""
+        cfg, buf = self.cfg, self.buf
+        valid = buf.valid[t]
+        self.ret = np.where(valid, self.ret * cfg.gamma + rew, self.ret)
+        rows = self.ret[valid].reshape(-1, 1)
+        if rows.shape[0]:
+            self.ret_batch_count = a2c.running_mean_std_update(
+                self.ret_batch_mean, self.ret_batch_var, self.ret_batch_count, rows)
+        var = merged_variance(*self.ret_global, float(self.ret_batch_mean[0]),
+                              float(self.ret_batch_var[0]), self.ret_batch_count)
+        np.clip(rew / math.sqrt(var + 1e-8), -cfg.clip_reward, cfg.clip_reward,
+                out=buf.rewards[t])
+        if n_done > 0:
+            self.ret[self.done] = 0.0
 
     def _bootstrap_truncated(self, t: int, term: np.ndarray, trunc: np.ndarray,
                              extra: dict[str, Any]) -> None:
@@ -328,8 +439,10 @@ class A2CWorker:
         tc = time.perf_counter()
         cfg = self.cfg
         self.updates += 1
+        done = (self.global_steps + self.steps_since_push) / cfg.total_timesteps
+        lr = learning_rate_at(cfg.learning_rate, max(0.0, 1.0 - done))
         if cfg.optimizer == "rmsprop":
-            lr, eps = cfg.learning_rate, cfg.rms_prop_eps
+            eps = cfg.rms_prop_eps
             if self.resumed:
                 # Empty statistics on a trained policy: the first steps would be up to
                 # 10x a steady step in every coordinate (seen to undo a solved
@@ -338,7 +451,7 @@ class A2CWorker:
             a2c.rmsprop_step(self.theta, self.grad, self.opt_a, lr, 0.99, eps, self.opt_step)
         else:
             a2c.adam_step(self.theta, self.grad, self.opt_a, self.opt_b, self.updates,
-                          cfg.learning_rate, 0.9, 0.999, 1e-8, self.opt_step)
+                          lr, 0.9, 0.999, 1e-8, self.opt_step)
         self.acc += self.opt_step
         self.compute_s += time.perf_counter() - tc
 
@@ -412,8 +525,11 @@ class A2CAlgorithm(AlgorithmBase):
         """Timesteps, their rate, and the mean return of the last 100 episodes."""
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         steps = progress["total_steps"]
+        remaining = max(0.0, 1.0 - steps / self.cfg.total_timesteps)
         return {"time/total_timesteps": steps,
                 "time/steps_per_s": steps / elapsed if elapsed > 0 else 0.0,
+                "train/learning_rate": learning_rate_at(self.cfg.learning_rate,
+                                                        remaining),
                 "rollout/ep_rew_mean": progress["mean_return_100"],
                 "rollout/episodes": progress["n_episodes"]}
 

@@ -25,8 +25,28 @@ from dask_dpsgd._utils._report import record_layout, record_server
 from dask_dpsgd._utils._validation import PARALLELISM
 from dask_dpsgd.engine._live import live_page_banner
 from dask_dpsgd.exceptions import _warn_stale_updates
-from dask_dpsgd.rl._a2c import A2CAlgorithm, A2CConfig, act, run_episodes
+from dask_dpsgd.rl._a2c import (
+    A2CAlgorithm,
+    A2CConfig,
+    LinearSchedule,
+    act,
+    learning_rate_at,
+    run_episodes,
+)
 from dask_dpsgd.rl._envs import inspect_env, make_spec
+
+
+def _schedule_key(learning_rate: Any) -> Any:
+    """A learning rate as a checkpoint's fingerprint compares it: a float as it is, a
+    :class:`LinearSchedule` by its rates, another callable by its qualified name (its
+    repr would hold an address that differs from one process to the next)."""
+    if isinstance(learning_rate, LinearSchedule):
+        return repr(learning_rate)
+    if callable(learning_rate):
+        kind = learning_rate if hasattr(learning_rate, "__qualname__") else type(
+            learning_rate)
+        return f"{kind.__module__}.{kind.__qualname__}"
+    return learning_rate
 
 
 class HSA2CAgent(BaseEstimator):
@@ -47,7 +67,13 @@ class HSA2CAgent(BaseEstimator):
     env : str or callable
         A gymnasium id (``"CartPole-v1"``) or a zero-argument factory returning a
         ``gymnasium.Env`` (picklable: it is sent to the workers).
-    learning_rate : float, default=7e-4
+    learning_rate : float or callable, default=7e-4
+        The optimiser's step size, or a schedule: a picklable callable of the
+        remaining progress ``p`` (1 at the start, 0 at ``total_timesteps``, from the
+        global step count) returning the rate, as stable-baselines3's. A worker
+        evaluates it at every update; :class:`~dask_dpsgd.rl.LinearSchedule` is
+        rl-zoo's ``lin_<rate>``. A schedule that returns a negative or non-finite rate
+        stops the fit with an error naming the value.
     n_steps : int, default=5
         Steps per environment per update (rollout length).
     gamma : float, default=0.99
@@ -70,11 +96,23 @@ class HSA2CAgent(BaseEstimator):
         parameter server (as stable-baselines3's ``VecNormalize``), clipped at
         ``clip_obs``.
     clip_obs : float, default=10.0
+    normalize_reward : bool, default=False
+        Learn from rewards divided by the running standard deviation of the
+        discounted return (``gamma``), clipped at ``clip_reward``, as
+        stable-baselines3's ``VecNormalize(norm_reward=True)``. The return moments are
+        merged over all workers by the parameter server. Episode returns
+        (``episode_returns_``, ``rollout/ep_rew_mean``) stay unscaled.
+    clip_reward : float, default=10.0
     net_arch : tuple of int, default=(64, 64)
         Hidden layer sizes of both networks.
     activation : {"tanh", "relu"}, default="tanh"
     log_std_init : float, default=0.0
         Initial log standard deviation of Gaussian (Box) policies.
+    ortho_init : bool, default=True
+        Initial weights as stable-baselines3's ``ortho_init``: orthogonal (gain
+        ``sqrt(2)`` hidden layers, 0.01 policy head, 1 value head) with zero biases.
+        ``False`` draws PyTorch's default ``nn.Linear`` initialisation instead, which
+        rl-zoo uses for its continuous-control A2C settings (Pendulum among them).
     total_timesteps : int, default=100_000
         Environment steps to train for, summed over all workers.
     target_return : float, default=None
@@ -212,7 +250,7 @@ default="auto"
 
     _parameter_constraints: dict = {
         "env": [str, callable],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), callable],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
         "gae_lambda": [Interval(Real, 0, 1, closed="both")],
@@ -224,9 +262,12 @@ default="auto"
         "normalize_advantage": ["boolean"],
         "normalize_observations": ["boolean"],
         "clip_obs": [Interval(Real, 0, None, closed="neither")],
+        "normalize_reward": ["boolean"],
+        "clip_reward": [Interval(Real, 0, None, closed="neither")],
         "net_arch": [tuple, list],
         "activation": [StrOptions({"tanh", "relu"})],
         "log_std_init": [Real],
+        "ortho_init": ["boolean"],
         "total_timesteps": [Interval(Integral, 1, None, closed="left")],
         "target_return": [None, Real],
         "n_envs": [Interval(Integral, 1, None, closed="left")],
@@ -248,8 +289,10 @@ default="auto"
     def __init__(self, env="CartPole-v1", *, learning_rate=7e-4, n_steps=5, gamma=0.99,
                  gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
                  rms_prop_eps=1e-5, use_rms_prop=True, normalize_advantage=False,
-                 normalize_observations=False, clip_obs=10.0, net_arch=(64, 64),
-                 activation="tanh", log_std_init=0.0, total_timesteps=100_000,
+                 normalize_observations=False, clip_obs=10.0, normalize_reward=False,
+                 clip_reward=10.0, net_arch=(64, 64),
+                 activation="tanh", log_std_init=0.0, ortho_init=True,
+                 total_timesteps=100_000,
                  target_return=None, n_envs=8, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
                  max_staleness="auto", checkpoint_path=None, checkpoint_every=10_000,
@@ -267,9 +310,12 @@ default="auto"
         self.normalize_advantage = normalize_advantage
         self.normalize_observations = normalize_observations
         self.clip_obs = clip_obs
+        self.normalize_reward = normalize_reward
+        self.clip_reward = clip_reward
         self.net_arch = net_arch
         self.activation = activation
         self.log_std_init = log_std_init
+        self.ortho_init = ortho_init
         self.total_timesteps = total_timesteps
         self.target_return = target_return
         self.n_envs = n_envs
@@ -298,6 +344,8 @@ default="auto"
             value = getattr(self, name)
             if value is not None and not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        # A schedule is called once here, so a broken one fails before any cluster work.
+        learning_rate_at(self.learning_rate, 1.0)
         arch = tuple(self.net_arch)
         if not arch or not all(isinstance(h, Integral) and h > 0 for h in arch):
             raise ValueError(f"net_arch must be a non-empty sequence of positive ints, got "
@@ -312,13 +360,15 @@ default="auto"
             ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
             max_grad_norm=float(self.max_grad_norm),
             optimizer="rmsprop" if self.use_rms_prop else "adam",
-            learning_rate=float(self.learning_rate),
+            learning_rate=(self.learning_rate if callable(self.learning_rate)
+                           else float(self.learning_rate)),
             rms_prop_eps=float(self.rms_prop_eps),
             normalize_advantage=bool(self.normalize_advantage),
             normalize_observations=bool(self.normalize_observations),
             clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
             target_return=None if self.target_return is None else float(self.target_return),
-            push_every=self.push_every)
+            push_every=self.push_every, normalize_reward=bool(self.normalize_reward),
+            clip_reward=float(self.clip_reward))
 
     def fit(self, X=None, y=None):
         """Train the agent in its environment.
@@ -343,7 +393,8 @@ default="auto"
                                 activation=self.activation)
         rs = check_random_state(self.random_state)
         theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
-                                log_std_init=float(self.log_std_init))
+                                log_std_init=float(self.log_std_init),
+                                ortho_init=bool(self.ortho_init))
         cfg = self._run_config(layout)
         root_seed = int(rs.randint(np.iinfo(np.int32).max))
         resume, on_checkpoint, every = None, None, None
@@ -447,7 +498,11 @@ default="auto"
             self.env, "__qualname__", type(self.env).__qualname__)
         return {"env": env, "env_kwargs": repr(self.env_kwargs),
                 "layout": [int(v) for v in layout],
-                **{k: getattr(self, k) for k in self._CHECKPOINT_PARAMS}}
+                **{k: getattr(self, k) for k in self._CHECKPOINT_PARAMS},
+                "learning_rate": _schedule_key(self.learning_rate),
+                # Only when on: checkpoints from before the option resume unchanged.
+                **({"normalize_reward": True, "clip_reward": self.clip_reward}
+                   if self.normalize_reward else {})}
 
     def _resume(self, fingerprint: dict[str, Any], n_params: int,
                 obs_dim: int) -> tuple[engine.Checkpoint, int]:
@@ -458,11 +513,15 @@ default="auto"
         if missing:
             raise ValueError(f"checkpoint {self.checkpoint_path} lacks "
                              f"{', '.join(missing)}; it is not an HSA2CAgent checkpoint")
+        # Return moments: absent from checkpoints written before reward normalisation.
+        keys += tuple(k for k in ("ret_mean", "ret_var", "ret_count") if k in arrays)
         snapshot = {k: np.asarray(arrays[k], dtype=np.float64) for k in keys}
         shapes_ok = (snapshot["theta"].shape == (n_params,)
                      and snapshot["obs_mean"].shape == snapshot["obs_var"].shape
                      == (obs_dim,) and snapshot["episodes"].ndim == 2
-                     and snapshot["episodes"].shape[1] == 3)
+                     and snapshot["episodes"].shape[1] == 3
+                     and all(snapshot[k].shape == (1,) for k in ("ret_mean", "ret_var")
+                             if k in snapshot))
         if not shapes_ok or not all(np.isfinite(v).all() for v in snapshot.values()):
             raise ValueError(f"checkpoint {self.checkpoint_path} holds invalid state "
                              f"(parameters of shape {snapshot['theta'].shape}, expected "
