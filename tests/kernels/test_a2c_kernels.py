@@ -167,6 +167,31 @@ def test_init_params_orthogonal_like_sb3(continuous):
         np.testing.assert_allclose(small, gain**2 * np.eye(min(shape)), atol=1e-12)
 
 
+def test_init_params_without_ortho_init_is_torch_linear_default():
+    """PyTorch's nn.Linear: weights and biases uniform in +-1/sqrt(fan_in)."""
+    layout = nn.make_layout(4, 2, (64, 32), True)
+    theta = nn.init_params(layout, np.random.default_rng(1), log_std_init=-0.5,
+                           ortho_init=False)
+    fan_in = 0
+    for name, sl, shape in nn.param_slices(layout):
+        block = theta[sl]
+        if name == "log_std":
+            np.testing.assert_array_equal(block, -0.5)
+            continue
+        if name.endswith(".weight"):
+            fan_in = shape[1]  # a bias follows its weight, with the same fan-in
+        bound = 1 / math.sqrt(fan_in)
+        assert np.abs(block).max() <= bound
+        # Spread over the whole interval (not orthogonal, not zero): std of U(-b, b).
+        if block.size >= 32:
+            assert block.std() == pytest.approx(bound / math.sqrt(3), rel=0.3)
+        else:
+            assert (block != 0).all()
+    th = pytest.importorskip("torch")  # the same bound as torch's own layer
+    lin = th.nn.Linear(32, 7)
+    assert lin.weight.abs().max().item() <= 1 / math.sqrt(32)
+
+
 @pytest.mark.parametrize(("continuous", "activation"), CASES, ids=CASE_IDS)
 def test_forward_matches_naive(continuous, activation):
     layout, lay, theta, obs, *_ = _problem(continuous, activation)

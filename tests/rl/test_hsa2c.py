@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import pickle
 import time
 
@@ -14,11 +13,8 @@ from sklearn.base import clone
 from dask_dpsgd import HSA2CAgent
 from dask_dpsgd.engine._cluster import current_workers
 from dask_dpsgd.exceptions import WorkerLostWarning
+from dask_dpsgd.rl import LinearSchedule
 from tests._faults import KILL_SEEDS, check_recovery, kill_after, kill_point
-
-
-def _scaled_pendulum(scale: float) -> gym.Env:
-    return gym.wrappers.TransformReward(gym.make("Pendulum-v1"), lambda r: r * scale)
 
 
 class _DictObsEnv(gym.Env):
@@ -101,55 +97,49 @@ def test_cartpole_learns(client, parallelism, n_workers):
 # n_steps / gamma / gae_lambda / vf_coef, no advantage normalisation (A2C's default)
 # and a learning rate of 1.4e-3, 500k steps on 1 worker x 1 core.
 PENDULUM_SEEDS = (0, 1, 2, 3, 4)
+# rl-zoo's A2C settings for Pendulum without gSDE (n_steps 8, gamma and GAE lambda 0.9,
+# vf_coef 0.4, observations and rewards normalised, PyTorch's default initialisation, a
+# linearly decaying learning rate), on one worker; 500k steps as the issue's target.
 PENDULUM_KW = dict(n_steps=8, gamma=0.9, gae_lambda=0.9, vf_coef=0.4,
-                   learning_rate=1.4e-3, normalize_advantage=False,
-                   normalize_observations=True, total_timesteps=500_000, n_workers=1,
-                   threads_per_worker=1)
+                   learning_rate=LinearSchedule(1e-3), normalize_advantage=False,
+                   normalize_observations=True, normalize_reward=True, ortho_init=False,
+                   total_timesteps=500_000, n_workers=1, threads_per_worker=1)
 
 
 @pytest.mark.slow
 @pytest.mark.learning
 @pytest.mark.timeout(900)  # five fits of 500k steps
-def test_pendulum_continuous_actions_improve(client):
-    """Every seed improves; four of five by a wide margin; the median seed learns.
+def test_pendulum_is_learned_on_every_seed(client):
+    """Every seed reaches an eval return >= -400 in 500k steps; the median >= -200.
 
     A random policy scores about -1,200 (the first 50 training episodes average
-    -1,180 to -1,350 below). Not yet "solved" (about -200): HSA2C does not reach that
-    reliably on Pendulum (issue: HSA2C for stable-baselines3 users); this test holds
-    what it does reach on every seed. Measured on the engine of issue 15 (eval = mean
-    return of 10 deterministic episodes, first = the first 50 training episodes):
+    -1,209 to -1,401 below); solved is about -200. Measured with these settings (eval =
+    mean return of 10 deterministic episodes after training):
 
     ================  ======  ======  ======  ======  ======
     CPU / seed           0       1       2       3       4
     ================  ======  ======  ======  ======  ======
-    AMD EPYC, first   -1195   -1180   -1259   -1235   -1271
-    AMD EPYC, eval     -175    -160    -817    -736    -174
-    generic, eval      -147    -541    -173   -1066    -781
+    first 50 (any)    -1209   -1243   -1394   -1350   -1401
+    AMD EPYC, eval     -130    -131    -146    -130    -132
+    generic, eval      -131    -133    -174    -229    -131
     ================  ======  ======  ======  ======  ======
 
-    (seeds 5-9 on the AMD machine: eval -692, -777, -325, -206, -249; generic seeds
-    5-6: -127, -329). "generic" is numba compiling for a generic x86-64 CPU
-    (NUMBA_CPU_NAME=generic), as CI runs the learning tests once more. Improvement of
-    eval over first: at least 442 on every AMD seed 0-9; under generic code 169 on
-    seed 3 and at least 490 on the others. Asserted: every seed >= 100 (margin 69),
-    at least 4 of 5 seeds >= 400 (AMD 5/5, generic 4/5), median eval >= -650 (AMD
-    -175, generic -541: margin 109). Before issue 15 the per-seed bound was 300: the
-    engine's port changed the floating-point order of a worker's parameter updates,
-    and Pendulum's training is chaotic enough that seed 3 under generic code went from
-    -211 to -1066 while seeds 0-2 stayed within 20.
+    (AMD seeds 5-9: eval -131, -132, -129, -129, -130.) "generic" is numba compiling
+    for a generic x86-64 CPU (NUMBA_CPU_NAME=generic), as CI runs the learning tests
+    once more. Asserted: every seed >= -400 (worst -229: margin 171), median >= -200
+    (AMD -131, generic -133: margin 67). Orthogonal initialisation (SB3's default)
+    instead of PyTorch's left seed 0 at -861, and SB3's A2C at -1047 likewise
+    (issue: HSA2C for stable-baselines3 users).
     """
-    evals, firsts = [], []
+    evals = []
     for seed in PENDULUM_SEEDS:
-        agent = HSA2CAgent(functools.partial(_scaled_pendulum, 0.01),
-                           random_state=seed, **PENDULUM_KW).fit()
-        first = agent.episode_returns_[:50].mean() / 0.01
-        ev = agent.score(n_episodes=10, random_state=0) / 0.01
+        agent = HSA2CAgent("Pendulum-v1", random_state=seed, **PENDULUM_KW).fit()
+        first = agent.episode_returns_[:50].mean()
+        ev = agent.score(n_episodes=10, random_state=0)
         evals.append(ev)
-        firsts.append(first)
-        assert ev >= first + 100, (seed, first, ev)
-    gains = np.asarray(evals) - np.asarray(firsts)
-    assert (gains >= 400).sum() >= 4, (evals, firsts)
-    assert np.median(evals) >= -650, (evals, firsts)
+        assert first < -900, (seed, first)  # it started from a random policy
+        assert ev >= -400, (seed, first, ev)
+    assert np.median(evals) >= -200, evals
     assert agent.continuous_actions_ and agent.action_dim_ == 1
     assert agent.obs_mean_.shape == (3,)
     action = agent.predict(np.zeros(3))
