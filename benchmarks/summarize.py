@@ -886,6 +886,67 @@ def render_nmf(doc: Doc, path: Path) -> str:
                  to_final(0, "passes", ".0f"), to_final(1, "speed-up", ".1f")], rs)])
 
 
+def render_pendulum(doc: Doc, path: Path) -> str:
+    """Section for ``bench_pendulum.py``: time and steps to an eval return of -200."""
+    cfg = doc["config"]
+    runs = [{**r, "solved": r["solve_s"] is not None} for r in doc["runs"]]
+    methods = [*(f"sb3-{v}" for v in cfg["sb3"]),
+               *(f"hsa2c-{lay}" for lay in cfg["layouts"])]
+    rs = rows(runs, lambda r: (r["method"],), lambda k: ("sb3-zoo",),
+              lambda k: _index(methods, k[0]))  # ratios against SB3 zoo, per seed
+    ours = [r for r in rs if r.key[0].startswith("hsa2c")]
+
+    def bound(row: Row, f: str, total: float) -> list[float]:
+        """Per seed HSA2C solved: SB3 zoo's solve time or steps ÷ HSA2C's (steps: the
+        other way round); where SB3 zoo never solved, its whole run stands in (a bound
+        in SB3's favour)."""
+        out = []
+        for r in row.runs:
+            s = row.ref.get(r["seed"])
+            if s is None or not r["solved"]:
+                continue
+            theirs = s[f] if s["solved"] else (s["wall_s"] if f == "solve_s" else total)
+            out.append(theirs / r[f] if f == "solve_s" else r[f] / theirs)
+        return out
+    speedup = ("speed-up vs SB3 zoo (its whole run where it never solved)",
+               lambda row: "1" if row.is_ref else spread(
+                   bound(row, "solve_s", 0), ".1f"))
+    steps = ("steps ÷ SB3 zoo's (its budget where it never solved)",
+             lambda row: "1" if row.is_ref else spread(
+                 bound(row, "solve_steps", cfg["total_timesteps"]), ".2f"))
+    colours = dict(zip(methods, ["tab:gray", "tab:brown", "tab:blue", "tab:orange",
+                                 "tab:green"], strict=False))
+
+    def panel(x: int, label: str) -> list[Call]:
+        calls = [call("plot", [c[x] for c in r["curve"]], [c[2] for c in r["curve"]],
+                      color=colours.get(r["method"]), lw=0.9, alpha=0.7,
+                      label=r["method"] if r["seed"] == 0 else None) for r in runs]
+        return [*calls, call("axhline", cfg["threshold"], color="k", lw=0.8, ls=":"),
+                call("set", xlabel=label, ylabel="eval return (10 episodes)",
+                     title=f"Pendulum-v1, seeds 0–{cfg['seeds'] - 1}")]
+    threshold = f"{cfg['threshold']:g}"
+    return "\n".join([
+        *head(doc, runs),
+        columns([key("method", 0), SOLVED,
+                 col(f"time to {threshold} (s)", "solve_s", ".1f", True),
+                 col(f"steps to {threshold}", "solve_steps", ",.0f", True),
+                 speedup, steps,
+                 col("final eval", "final_eval", ".0f"),
+                 col(f"wall of {cfg['total_timesteps']:,} steps (s)", "wall_s", ".1f")],
+                rs), "",
+        figure(path.with_suffix(".png"), "eval return vs wall-clock time and steps",
+               [panel(0, "wall-clock seconds since training began"),
+                panel(1, "environment steps")]),
+        "### Against the target", "",
+        columns([key("method", 0), *verdict([
+            ALL_SOLVED,
+            goal("speed-up vs SB3 zoo", lambda row: med(bound(row, "solve_s", 0)),
+                 "≥", 5),
+            goal("steps ÷ SB3 zoo's", lambda row: med(bound(
+                row, "solve_steps", cfg["total_timesteps"])), "≤", 1.5)])],
+                ours)])
+
+
 def render_generic(doc: Doc, path: Path) -> str:
     """Fallback for result kinds without a renderer: command, conditions, config."""
     return "\n".join([f"No renderer is registered for kind `{doc.get('kind')}` in "
@@ -911,6 +972,8 @@ RENDERERS: dict[str, tuple[str, Callable[[Doc, Path], str]]] = {
     "lda-comm": ("LDA: bytes per update as the vocabulary grows", render_lda_comm),
     "nmf": ("Bring your own model: NMF on the engine vs scikit-learn's MiniBatchNMF",
             render_nmf),
+    "pendulum": ("A2C: Pendulum-v1, time to solve, HSA2C vs SB3's rl-zoo A2C",
+                 render_pendulum),
 }
 POOLED_TITLE = "A2C: HSA2C vs stable-baselines3, every seed of the same code pooled"
 NOTES_RE = re.compile(r"<!-- notes:(?P<name>[\w.-]+) -->\n(?P<body>.*?)"
