@@ -24,7 +24,7 @@ every network depth. Layout format::
     layout[7]  n_vf_layers      hidden layers + head of the value net
     layout[8]  max_width        widest layer output (delta buffers)
     layout[9]  work_size        workspace length of one chunk (float64)
-    layout[10] action_dim       columns of the actions array (1 if discrete; no kernel
+    layout[10] action_cols      columns of the actions array (1 if discrete; no kernel
                                 reads it: the callers size the arrays)
     layout[11] block            samples processed together per layer (cache blocking)
     layout[12:] one record of 5 ints per dense layer, policy net first, then value net:
@@ -42,7 +42,7 @@ Kernels are plain Python functions compiled once at import, with explicit signat
 (C-contiguous float64 arrays, int64 layout), into ``cache=True, nogil=True`` dispatchers
 (docs/design.rst, "Kernels"); the undecorated ``_name`` functions stay importable for
 tests. Actions follow SB3's ``RolloutBuffer`` convention: a float64 array of shape
-``(n, action_dim)``, the action index stored as a float in column 0 when discrete.
+``(n, action_cols)``, the action index stored as a float in column 0 when discrete.
 """
 
 from __future__ import annotations
@@ -723,7 +723,7 @@ def _block_loss_grad(
     layout : ndarray of int64
     x : ndarray of float64, shape (n * obs_dim,)
         Flattened observations ``s_t`` of the whole batch.
-    actions : ndarray of float64, shape (n, action_dim)
+    actions : ndarray of float64, shape (n, action_cols)
         Actions ``a_t`` (index in column 0 if discrete).
     advantages, returns : ndarray of float64, shape (n,)
         ``A_t`` and ``R_t`` (constants: no gradient flows into them).
@@ -821,7 +821,7 @@ def _head_log_prob(theta, layout, w, hs, a_row):
         Workspace with the head output (logits or mean) at ``w[hs:hs + n_act_outputs]``.
     hs : int
         Offset of the head output.
-    a_row : ndarray of float64, shape (action_dim,)
+    a_row : ndarray of float64, shape (action_cols,)
         The action ``a``.
 
     Returns
@@ -860,9 +860,9 @@ def _sample_action(theta, layout, w, hs, deterministic, noise_row, a_row):
         Offset of the head output.
     deterministic : bool
         Take the mode instead of a draw.
-    noise_row : ndarray of float64, shape (action_dim,)
+    noise_row : ndarray of float64, shape (action_cols,)
         A uniform on [0, 1) (Discrete) or standard normals (Box).
-    a_row : ndarray of float64, shape (action_dim,)
+    a_row : ndarray of float64, shape (action_cols,)
         Written.
 
     Notes
@@ -1008,12 +1008,12 @@ def _policy_act(theta, layout, obs, deterministic, noise, out_actions):
     obs : ndarray of float64, shape (n, obs_dim)
     deterministic : bool
         Mode of the distribution (arg max / mean) instead of a draw.
-    noise : ndarray of float64, shape (n, action_dim)
+    noise : ndarray of float64, shape (n, action_cols)
         Uniforms on [0, 1) in column 0 (Discrete) or standard normals (Box), e.g.
         ``rng.random((n, 1))`` / ``rng.standard_normal((n, d))``; ignored when
         ``deterministic``. Supplying it keeps the kernel deterministic
         (docs/design.rst, "Randomness").
-    out_actions : ndarray of float64, shape (n, action_dim)
+    out_actions : ndarray of float64, shape (n, action_cols)
         Written: action index as float (Discrete) or unclipped Gaussian sample (Box;
         the caller clips to the action space as SB3 does, the log-prob uses this value).
 
@@ -1096,7 +1096,7 @@ def _a2c_loss_grad(
         ``np.asarray(make_layout(...), np.int64)``.
     obs : ndarray of float64, shape (n, obs_dim)
         Observations ``s_t`` of the rollout, ``n >= 1``.
-    actions : ndarray of float64, shape (n, action_dim)
+    actions : ndarray of float64, shape (n, action_cols)
         Actions ``a_t`` (index in column 0 if discrete).
     advantages : ndarray of float64, shape (n,)
         ``A_t`` (e.g. from ``a2c.compute_returns_and_advantages``; normalise them
