@@ -53,6 +53,10 @@ _ARRAY_KINDS = "biufcU"
 _ARRAY_PREFIX = "attr/"
 
 
+# The key under which a parameter holding a dask_dpsgd.rl.LinearSchedule is stored.
+_SCHEDULE = "__linear_schedule__"
+_SCHEDULE_CLASS = ("dask_dpsgd.rl._a2c", "LinearSchedule")  # not imported: gymnasium
+
 def _estimator_class(name: str) -> tuple[type, tuple[str, ...]]:
     import importlib
 
@@ -160,6 +164,10 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
     tuple_params: list[str] = []
     dropped: list[str] = []
     for key, value in params.items():
+        if (type(value).__module__, type(value).__name__) == _SCHEDULE_CLASS:
+            # A learning-rate schedule of its rates, rebuilt by load_model.
+            plain_params[key] = {_SCHEDULE: [value.initial, value.final]}
+            continue
         try:
             plain_params[key] = _plain(value)
             json.dumps(plain_params[key])
@@ -331,6 +339,14 @@ def load_model(path: str | os.PathLike) -> Any:
     for key in params_entry.get("tuples", []):
         if key in params and isinstance(params[key], list):
             params[key] = tuple(params[key])
+    for key, value in params.items():
+        if isinstance(value, dict) and set(value) == {_SCHEDULE}:
+            from dask_dpsgd.rl import LinearSchedule
+
+            try:
+                params[key] = LinearSchedule(*value[_SCHEDULE])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: malformed schedule of {key}: {exc}") from exc
     estimator = cls(**params)
 
     manifest = _json_entry(arrays, "__attrs__", where)

@@ -138,6 +138,24 @@ def test_save_refuses_an_agent_with_a_callable_env(agent_fitted, tmp_path):
     assert not (tmp_path / "a.npz").exists()
 
 
+def test_a_linear_schedule_is_saved_and_rebuilt(agent_fitted, tmp_path):
+    import copy
+
+    from dask_dpsgd.rl import LinearSchedule
+
+    agent = copy.copy(agent_fitted)
+    agent.learning_rate = LinearSchedule(1e-3, 1e-5)
+    save_model(agent, tmp_path / "a.npz")  # no ParameterNotSavedWarning (filterwarnings)
+    loaded = load_model(tmp_path / "a.npz")
+    assert loaded.learning_rate == LinearSchedule(1e-3, 1e-5)
+    assert loaded.learning_rate(0.5) == pytest.approx(5.05e-4)
+    # Another callable schedule cannot be stored: warned about and dropped.
+    agent.learning_rate = lambda p: p * 1e-3
+    with pytest.warns(ParameterNotSavedWarning, match="learning_rate of HSA2CAgent"):
+        save_model(agent, tmp_path / "b.npz")
+    assert load_model(tmp_path / "b.npz").learning_rate == 7e-4
+
+
 def test_save_refuses_unfitted_and_foreign_estimators(tmp_path):
     from sklearn.decomposition import LatentDirichletAllocation
 
