@@ -87,16 +87,6 @@ def learning_rate_at(learning_rate: float | Callable[[float], float],
     return lr
 
 
-def merged_variance(mean_a: float, var_a: float, count_a: float, mean_b: float,
-                    var_b: float, count_b: float) -> float:
-    """Variance of two samples given by their moments (Chan et al., 1979)."""
-    n = count_a + count_b
-    if n <= 0:
-        return var_a
-    delta = mean_b - mean_a
-    return (var_a * count_a + var_b * count_b + delta * delta * count_a * count_b / n) / n
-
-
 class LinearSchedule:
     """A learning rate falling linearly from ``initial`` to ``final`` over training.
 
@@ -241,6 +231,7 @@ class A2CWorker:
         self.ret_batch_var = np.zeros(1)
         self.ret_batch_count = 0.0
         self.ret_global = (0.0, 1.0, 1e-4)  # (mean, var, count) of the last pull
+        self.ret_merged = (np.empty(1), np.empty(1))  # it merged with ret_batch_*
         obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
         self.obs = _flat_obs(obs, cfg.n_envs, self.obs_dim, self.spec.name)
         self.prev_done = np.zeros(cfg.n_envs, dtype=np.bool_)
@@ -375,9 +366,12 @@ class A2CWorker:
         if rows.shape[0]:
             self.ret_batch_count = a2c.running_mean_std_update(
                 self.ret_batch_mean, self.ret_batch_var, self.ret_batch_count, rows)
-        var = merged_variance(*self.ret_global, float(self.ret_batch_mean[0]),
-                              float(self.ret_batch_var[0]), self.ret_batch_count)
-        np.clip(rew / math.sqrt(var + 1e-8), -cfg.clip_reward, cfg.clip_reward,
+        mean, var = self.ret_merged
+        mean[0], var[0], count = self.ret_global
+        if self.ret_batch_count > 0:
+            a2c.running_mean_std_merge(mean, var, count, self.ret_batch_mean,
+                                       self.ret_batch_var, self.ret_batch_count)
+        np.clip(rew / math.sqrt(var[0] + 1e-8), -cfg.clip_reward, cfg.clip_reward,
                 out=buf.rewards[t])
         if n_done > 0:
             self.ret[self.done] = 0.0

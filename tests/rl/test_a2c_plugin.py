@@ -18,7 +18,6 @@ from dask_dpsgd.rl._a2c import (
     A2CConfig,
     A2CWorker,
     learning_rate_at,
-    merged_variance,
 )
 from dask_dpsgd.rl._envs import inspect_env, make_spec
 
@@ -44,13 +43,20 @@ def _worker(spec, cfg, seed=0):
     return A2CWorker(spec, cfg, ctx)
 
 
-def test_reward_normalisation_divides_by_the_return_std_and_clips():
+def _plain_and_scaled(clip_reward):
+    """Two Pendulum workers of one seed from the same parameters (the same actions
+    and rewards), the second normalising its rewards."""
     spec, cfg, theta0, _ = _setup()
     plain = _worker(spec, cfg)
     scaled = _worker(spec, dataclasses.replace(cfg, normalize_reward=True,
-                                               clip_reward=3.0))
+                                               clip_reward=clip_reward))
     for w in (plain, scaled):
         w.theta[:] = theta0
+    return cfg, plain, scaled
+
+
+def test_reward_normalisation_divides_by_the_return_std_and_clips():
+    cfg, plain, scaled = _plain_and_scaled(clip_reward=3.0)
     # As if pulled from a server that has seen many returns of variance 4.
     scaled.ret_global = (0.0, 4.0, 1e12)
     plain.collect_rollout()
@@ -68,6 +74,25 @@ def test_reward_normalisation_divides_by_the_return_std_and_clips():
     assert scaled.ret_batch_count == seen.size
     np.testing.assert_allclose(scaled.ret_batch_mean[0], seen.mean())
     np.testing.assert_allclose(scaled.ret_batch_var[0], seen.var())
+
+
+def test_reward_scale_merges_the_pulled_moments_with_the_workers_own_returns():
+    """As one SB3 process sees all of its returns: the variance used at each step is
+    that of the returns the server had merged plus this worker's since its pull."""
+    cfg, plain, scaled = _plain_and_scaled(clip_reward=1e9)
+    pulled = np.random.default_rng(2).normal(-3.0, 2.0, 50)
+    scaled.ret_global = (pulled.mean(), pulled.var(), float(pulled.size))
+    plain.collect_rollout()
+    scaled.collect_rollout()
+    raw = plain.buf.rewards
+    returns, seen = np.zeros(cfg.n_envs), [pulled]  # Pendulum: no episode ends in 8
+    for t in range(cfg.n_steps):
+        returns = cfg.gamma * returns + raw[t]
+        seen.append(returns)
+        var = np.concatenate(seen).var()
+        np.testing.assert_allclose(scaled.buf.rewards[t], raw[t] / np.sqrt(var + 1e-8),
+                                   rtol=1e-9)
+    np.testing.assert_allclose(scaled.ret_merged[1][0], var, rtol=1e-9)
 
 
 def test_server_merges_return_moments_of_every_push():
@@ -91,13 +116,6 @@ def test_server_merges_return_moments_of_every_push():
     old = {k: v for k, v in snap.items() if not k.startswith("ret_")}
     assert (A2CRule(theta0, info.obs_dim, 10_000, snapshot=old).pull().return_moments
             == (0.0, 1.0, 1e-4))
-
-
-def test_merged_variance_is_the_variance_of_both_samples():
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(1.0, 2.0, 30), rng.normal(-4.0, 0.5, 11)
-    got = merged_variance(a.mean(), a.var(), a.size, b.mean(), b.var(), b.size)
-    assert got == pytest.approx(np.concatenate([a, b]).var(), rel=1e-12)
 
 
 def test_learning_rate_schedules():
