@@ -55,7 +55,6 @@ _ARRAY_PREFIX = "attr/"
 
 # The key under which a parameter holding a dask_dpsgd.rl.LinearSchedule is stored.
 _SCHEDULE = "__linear_schedule__"
-_SCHEDULE_CLASS = ("dask_dpsgd.rl._a2c", "LinearSchedule")  # not imported: gymnasium
 
 def _estimator_class(name: str) -> tuple[type, tuple[str, ...]]:
     import importlib
@@ -163,8 +162,13 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
     plain_params: dict[str, Any] = {}
     tuple_params: list[str] = []
     dropped: list[str] = []
+    schedule: tuple[type, ...] = ()
+    if name == "HSA2CAgent":
+        from dask_dpsgd.rl import LinearSchedule
+
+        schedule = (LinearSchedule,)
     for key, value in params.items():
-        if (type(value).__module__, type(value).__name__) == _SCHEDULE_CLASS:
+        if isinstance(value, schedule):
             # A learning-rate schedule of its rates, rebuilt by load_model.
             plain_params[key] = {_SCHEDULE: [value.initial, value.final]}
             continue

@@ -486,7 +486,7 @@ default="auto"
         return self
 
     # Parameters that shape training: a checkpoint resumes only a fit that agrees.
-    _CHECKPOINT_PARAMS = ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef",
+    _CHECKPOINT_PARAMS = ("n_steps", "gamma", "gae_lambda", "ent_coef",
                           "vf_coef", "max_grad_norm", "rms_prop_eps", "use_rms_prop",
                           "normalize_advantage", "normalize_observations", "clip_obs",
                           "activation", "log_std_init", "n_envs", "push_every",
