@@ -14,11 +14,13 @@ from dask_dpsgd.engine._cluster import current_workers
 from dask_dpsgd.exceptions import WorkerLostWarning
 from tests._faults import KILL_SEEDS, check_recovery, kill_after, kill_point
 
+# One serial worker: a resumed fit repeats an uninterrupted one bit for bit.
+RESUME_KW = dict(n_components=5, batch_size=64, random_state=0, n_workers=1,
+                 threads_per_worker=1)
+
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(client, nips, tmp_path):
-    X = nips[0][:300]
-    kw = dict(n_components=5, batch_size=64, random_state=0, n_workers=1,
-              threads_per_worker=1)
+    X, kw = nips[0][:300], RESUME_KW
     full = LDA(max_iter=3, **kw).fit(X)
     path = tmp_path / "lda.npz"
     # "Interrupted" after one pass: the checkpoint on disk holds pass 1.
@@ -34,9 +36,7 @@ def test_checkpoint_of_format_1_still_resumes(client, nips, tmp_path):
     """Format 1 named the server's arrays ``raw_*`` and the root seed ``"entropy"``."""
     import json
 
-    X = nips[0][:300]
-    kw = dict(n_components=5, batch_size=64, random_state=0, n_workers=1,
-              threads_per_worker=1)
+    X, kw = nips[0][:300], RESUME_KW
     full = LDA(max_iter=2, **kw).fit(X)
     path = tmp_path / "lda.npz"
     LDA(max_iter=1, checkpoint_path=str(path), **kw).fit(X)
