@@ -147,6 +147,16 @@ class ParameterServer:
         """``(version, full parameters)``."""
         return self.state.version, self.state.rule.snapshot()
 
+    async def request_stop(self) -> bool:
+        """Ask the rule to end training (``rule.request_stop()``: its pulls then say
+        done, so workers finish their segment); ``False`` for a rule that cannot."""
+        request = getattr(self.state.rule, "request_stop", None)
+        if request is None:
+            return False
+        request()
+        await self._notify()
+        return True
+
     async def progress(self) -> dict[str, Any]:
         """What the rule tracks of the workers' reports (``rule.progress()``; ``{}``
         for a rule that tracks nothing)."""

@@ -158,6 +158,9 @@ class A2CUpdate(NamedTuple):
     return_moments : tuple or None
         ``(mean, var, count)`` (arrays of shape ``(1,)``) of the discounted returns
         seen since then (reward normalisation), else ``None``.
+    train_stats : ndarray of float64, shape (4,) or None
+        The means over the push's updates of SB3's logged ``policy_loss``,
+        ``entropy_loss``, ``value_loss`` and ``explained_variance``.
     """
 
     theta: np.ndarray
@@ -165,6 +168,7 @@ class A2CUpdate(NamedTuple):
     episodes: np.ndarray
     obs_moments: tuple[np.ndarray, np.ndarray, float] | None = None
     return_moments: tuple[np.ndarray, np.ndarray, float] | None = None
+    train_stats: np.ndarray | None = None
 
 
 class A2CParams(NamedTuple):
@@ -584,7 +588,10 @@ class A2CRule:
         self.theta = np.array(theta, dtype=np.float64)
         self.total_timesteps = int(total_timesteps)
         self.target_return = target_return
+        self.stop_requested = False
         self._recent: list[float] = []
+        self._recent_len: list[float] = []
+        self.train_stats = np.full(4, np.nan)  # of the last push that carried them
         self.total_steps = 0
         self.episodes: list[np.ndarray] = []
         self.obs_mean = np.zeros(obs_dim)
@@ -600,6 +607,7 @@ class A2CRule:
             if len(done):
                 self.episodes.append(done)
                 self._recent = done[-100:, 1].tolist()
+                self._recent_len = done[-100:, 2].tolist()
             self.obs_mean = np.array(snapshot["obs_mean"], dtype=np.float64)
             self.obs_var = np.array(snapshot["obs_var"], dtype=np.float64)
             self.obs_count = float(snapshot["obs_count"])
@@ -618,6 +626,9 @@ class A2CRule:
             done = np.array(delta.episodes, dtype=np.float64)
             self.episodes.append(done)
             self._recent = (self._recent + done[:, 1].tolist())[-100:]
+            self._recent_len = (self._recent_len + done[:, 2].tolist())[-100:]
+        if delta.train_stats is not None:
+            self.train_stats = np.array(delta.train_stats, dtype=np.float64)
         self.obs_count = _merge_moments(self.obs_mean, self.obs_var, self.obs_count,
                                         delta.obs_moments)
         self.ret_count = _merge_moments(self.ret_mean, self.ret_var, self.ret_count,
@@ -633,10 +644,15 @@ class A2CRule:
                                  and np.isfinite(moments[1]).all())
         return ok
 
+    def request_stop(self) -> None:
+        """End training at the workers' next pull (a callback asked for it)."""
+        self.stop_requested = True
+
     @property
     def done(self) -> bool:
-        """Budget spent, or the last 100 episodes' mean return reached the target."""
-        if self.total_steps >= self.total_timesteps:
+        """Budget spent, the last 100 episodes' mean return reached the target, or a
+        stop was requested."""
+        if self.total_steps >= self.total_timesteps or self.stop_requested:
             return True
         return (self.target_return is not None and len(self._recent) == 100
                 and float(np.mean(self._recent)) >= self.target_return)
@@ -646,8 +662,13 @@ class A2CRule:
         training is done (:attr:`done`)."""
         n = sum(len(e) for e in self.episodes)
         mean = float(np.mean(self._recent)) if self._recent else float("nan")
+        length = float(np.mean(self._recent_len)) if self._recent_len else float("nan")
         return {"total_steps": self.total_steps, "n_episodes": n,
-                "mean_return_100": mean, "done": self.done}
+                "mean_return_100": mean, "mean_length_100": length, "done": self.done,
+                "policy_loss": float(self.train_stats[0]),
+                "entropy_loss": float(self.train_stats[1]),
+                "value_loss": float(self.train_stats[2]),
+                "explained_variance": float(self.train_stats[3])}
 
     def pull(self, request: Any = None) -> A2CParams:
         """Parameters, step count, observation moments and the done flag (copies)."""

@@ -84,6 +84,7 @@ class FitOptions:
     resume: Checkpoint | None = None
     max_recoveries: int = 3
     progress: Callable[[dict[str, Any]], None] | None = None
+    on_poll: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ def fit(algorithm: Algorithm, data: Any, *, n_rounds: int = 1,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
         resume: Checkpoint | None = None, max_recoveries: int = 3,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        on_poll: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
         title: str | None = None, on_start: Callable[[Any], None] | None = None,
         verbose: int = 0) -> FitResult:
     """Train ``algorithm`` on ``data`` by DPSGD: lock-free cores inside each worker,
@@ -168,6 +170,11 @@ def fit(algorithm: Algorithm, data: Any, *, n_rounds: int = 1,
         Lost-worker recoveries allowed before the error is raised.
     progress : callable or None
         Called with every history record.
+    on_poll : callable or None
+        ``on_poll(record, snapshot) -> stop``, called with every history record and
+        the server's state it was read with (``history="poll"``: at every poll); a
+        true return asks the update rule to end training (``rule.request_stop()``):
+        the workers finish at their next pull and the fit returns normally.
     title : str or None
         The fit's title on the live metrics page (``None``: the algorithm's name).
     on_start : callable or None
@@ -193,7 +200,8 @@ def fit(algorithm: Algorithm, data: Any, *, n_rounds: int = 1,
                       tol=tol, final_score=final_score, history=history,
                       poll_interval=poll_interval, checkpoint_every=checkpoint_every,
                       on_checkpoint=on_checkpoint, resume=resume,
-                      max_recoveries=max_recoveries, progress=progress)
+                      max_recoveries=max_recoveries, progress=progress,
+                      on_poll=on_poll)
     kind = getattr(algorithm, "kind", "model")
     name = getattr(algorithm, "name", type(algorithm).__name__.lower())
     with _client(client), \
@@ -384,7 +392,10 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
             snap = server.snapshot().result()
             # The in-memory checkpoint a recovery restarts from (mid-round).
             take_checkpoint(r, snap, mid_round=True, counts=counts)
-            emit(_record(r, counts, t0, algorithm.record(progress, snap[1], None)))
+            record = _record(r, counts, t0, algorithm.record(progress, snap[1], None))
+            emit(record)
+            if opts.on_poll is not None and opts.on_poll(record, snap[1]):
+                server.request_stop().result()
             return
         if live is None or not live.due():
             return
@@ -448,6 +459,8 @@ def _segment(handle: ClusterHandle, algorithm: Any, shards: list[Any], sizes: li
                 for key, value in rep.counters.items():
                     seg_counters[key] = seg_counters.get(key, 0.0) + value
             emit(record, force=True)
+            if opts.on_poll is not None and opts.on_poll(record, snap[1]):
+                stop = True
             if ((r + 1 - start) % opts.checkpoint_every == 0
                     or r + 1 == opts.n_rounds or stop):
                 take_checkpoint(r + 1, snap, counts=counts)
