@@ -98,6 +98,10 @@ def _encode_attr(name: str, value: Any, arrays: dict[str, np.ndarray]) -> dict:
             raise TypeError(f"array of dtype {value.dtype}")
         arrays[_ARRAY_PREFIX + name] = value
         return entry
+    if _is_space(value):
+        from dask_dpsgd.rl._envs import space_to_json
+
+        return {"kind": "space", "value": space_to_json(value)}
     if isinstance(value, np.random.RandomState):
         algo, keys, pos, has_gauss, gauss = value.get_state()
         arrays[_ARRAY_PREFIX + name] = np.asarray(keys)
@@ -105,6 +109,14 @@ def _encode_attr(name: str, value: Any, arrays: dict[str, np.ndarray]) -> dict:
                                                   float(gauss)]}
     kind = "tuple" if isinstance(value, tuple) else "value"
     return {"kind": kind, "value": _plain(value)}
+
+
+def _is_space(value: Any) -> bool:
+    """A gymnasium space (without importing gymnasium for LDA models)."""
+    import sys
+
+    gym = sys.modules.get("gymnasium")
+    return gym is not None and isinstance(value, gym.spaces.Space)
 
 
 def _json_array(obj: Any) -> np.ndarray:
@@ -130,12 +142,16 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
     Raises
     ------
     ValueError
-        If the estimator is not one of the two supported classes, is not fitted, has
-        a callable ``env`` (only a gymnasium id string can be saved), or holds a
-        fitted attribute that has no plain-array representation.
+        If the estimator is not one of the two supported classes, is not fitted, or
+        holds a fitted attribute that has no plain-array representation.
 
     Notes
     -----
+    An :class:`~dask_dpsgd.HSA2CAgent` whose ``env`` is a factory or an instance is
+    saved with ``env=None`` (the file names what it was): pass the environment to
+    :func:`load_model` (``env=``) to train or score the loaded agent; ``predict``
+    needs only the stored spaces.
+
     Parameters whose values are not JSON-serialisable (for example a
     ``numpy.random.RandomState`` as ``random_state``) are left out and take their
     default when the model is loaded; a :class:`ParameterNotSavedWarning` names them.
@@ -153,12 +169,12 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
                          f"{type(estimator).__module__}.{name}")
     check_is_fitted(estimator)
     params = estimator.get_params(deep=False)
-    if name == "HSA2CAgent" and not isinstance(params["env"], str):
-        raise ValueError(
-            f"cannot save an HSA2CAgent whose env is {params['env']!r}: only a "
-            "gymnasium environment id string can be stored in a model file (a callable "
-            "would have to be pickled). Fit with env='<id>' (and env_kwargs) to save "
-            "the model.")
+    env_note = None
+    if name == "HSA2CAgent" and not isinstance(params["env"], str | None):
+        # A factory or an instance would have to be pickled: the file stores what it
+        # was, and load_model takes the environment back (env=), as SB3's load does.
+        env_note = repr(params["env"])
+        params["env"] = None
     plain_params: dict[str, Any] = {}
     tuple_params: list[str] = []
     dropped: list[str] = []
@@ -203,7 +219,8 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
         "__format__": np.array(FORMAT),
         "__version__": np.array(FORMAT_VERSION),
         "__class__": np.array(name),
-        "__params__": _json_array({"values": plain_params, "tuples": tuple_params}),
+        "__params__": _json_array({"values": plain_params, "tuples": tuple_params,
+                                   **({"env_not_saved": env_note} if env_note else {})}),
         "__attrs__": _json_array(manifest),
         **arrays,
     }
@@ -239,6 +256,13 @@ def _json_entry(arrays: dict[str, np.ndarray], key: str, where: str) -> Any:
 def _decode_attr(name: str, entry: Any, arrays: dict[str, np.ndarray],
                  where: str) -> Any:
     kind = entry.get("kind") if isinstance(entry, dict) else None
+    if kind == "space":
+        from dask_dpsgd.rl._envs import space_from_json
+
+        try:
+            return space_from_json(entry.get("value"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: bad space for {name!r} ({exc})") from exc
     if kind in ("value", "tuple"):
         value = entry.get("value")
         return tuple(value) if kind == "tuple" and isinstance(value, list) else value
@@ -263,7 +287,7 @@ def _decode_attr(name: str, entry: Any, arrays: dict[str, np.ndarray],
                      f"{entry!r}")
 
 
-def load_model(path: str | os.PathLike) -> Any:
+def load_model(path: str | os.PathLike, env: Any = None) -> Any:
     """Load an estimator written by :func:`save_model`.
 
     The file is read with ``numpy.load(path, allow_pickle=False)``: an archive
@@ -275,6 +299,11 @@ def load_model(path: str | os.PathLike) -> Any:
     ----------
     path : str or path-like
         A ``.npz`` file written by :func:`save_model`.
+    env : str, callable, gymnasium.Env or None, default=None
+        An :class:`~dask_dpsgd.HSA2CAgent`'s environment, replacing the saved one (as
+        stable-baselines3's ``load(path, env=...)``). An agent trained on a factory
+        or an instance is saved without it: loaded without ``env`` it predicts, and
+        ``learn``/``score`` ask for it.
 
     Returns
     -------
@@ -351,6 +380,10 @@ def load_model(path: str | os.PathLike) -> Any:
                 params[key] = LinearSchedule(*value[_SCHEDULE])
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: malformed schedule of {key}: {exc}") from exc
+    if env is not None:
+        if name != "HSA2CAgent":
+            raise ValueError(f"{where}: env applies to an HSA2CAgent, not {name}")
+        params["env"] = env
     estimator = cls(**params)
 
     manifest = _json_entry(arrays, "__attrs__", where)

@@ -144,14 +144,8 @@ class RolloutBuffer:
         self.returns = np.empty((n_steps, n_envs))
 
 
-def _obs_rows(obs: Any, n: int, obs_dim: int) -> np.ndarray:
-    """Observations as a C-contiguous float64 ``(n, obs_dim)`` array (flattened rows)."""
-    return np.ascontiguousarray(np.asarray(obs, dtype=np.float64).reshape(n, obs_dim))
-
-
-def _flat_obs(obs: Any, n: int, obs_dim: int, env_name: str) -> np.ndarray:
-    """:func:`_obs_rows`, checked finite (the error names the environment)."""
-    out = _obs_rows(obs, n, obs_dim)
+def _check_finite_obs(out: np.ndarray, env_name: str) -> np.ndarray:
+    """Observation rows, checked finite (the error names the environment)."""
     if not np.isfinite(out).all():
         raise ValueError(f"environment {env_name} returned a non-finite observation: "
                          f"{out[~np.isfinite(out).all(axis=1)][0]}")
@@ -163,7 +157,7 @@ def _raise_non_finite(rew: np.ndarray, obs: np.ndarray, env_name: str) -> None:
     if not np.isfinite(rew).all():
         raise ValueError(f"environment {env_name} returned a non-finite reward "
                          f"{rew[~np.isfinite(rew)][0]!r}")
-    _flat_obs(obs, obs.shape[0], obs.shape[1], env_name)
+    _check_finite_obs(obs, env_name)
 
 
 class A2CWorker:
@@ -200,7 +194,7 @@ class A2CWorker:
                           env.single_action_space)
         self.info = info
         self.obs_dim = info.obs_dim
-        self.action_cols = info.n_act_outputs if info.continuous else 1
+        self.action_cols = info.action.cols
         self.layout = np.asarray(cfg.layout, dtype=np.int64)
         self.next_step_mode = (env.metadata.get("autoreset_mode")
                                == gym.vector.AutoresetMode.NEXT_STEP)
@@ -214,6 +208,9 @@ class A2CWorker:
         self.opt_a = np.zeros(n_params)
         self.opt_b = np.zeros(n_params)
         self.losses = np.empty(3)
+        # Sums over this push's updates of policy, entropy and value loss, explained
+        # variance, and the update count (SB3's train/ log keys).
+        self.stats_sum = np.zeros(5)
         self.slabs, self.work = nn.make_grad_workspace(cfg.layout, n_chunks)
         self.buf = RolloutBuffer(cfg.n_steps, cfg.n_envs, self.obs_dim, self.action_cols)
         self.last_values = np.empty(cfg.n_envs)
@@ -233,7 +230,7 @@ class A2CWorker:
         self.ret_global = (0.0, 1.0, 1e-4)  # (mean, var, count) of the last pull
         self.ret_merged = (np.empty(1), np.empty(1))  # it merged with ret_batch_*
         obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
-        self.obs = _flat_obs(obs, cfg.n_envs, self.obs_dim, self.spec.name)
+        self.obs = _check_finite_obs(info.obs.rows(obs, cfg.n_envs), self.spec.name)
         self.prev_done = np.zeros(cfg.n_envs, dtype=np.bool_)
         self.done = np.zeros(cfg.n_envs, dtype=np.bool_)
         self.ep_ret = np.zeros(cfg.n_envs)
@@ -272,9 +269,12 @@ class A2CWorker:
                    if self.cfg.normalize_observations else None)
         ret_moments = ((self.ret_batch_mean.copy(), self.ret_batch_var.copy(),
                         self.ret_batch_count) if self.cfg.normalize_reward else None)
+        n_stats = self.stats_sum[4]
+        stats = self.stats_sum[:4] / n_stats if n_stats else None
         delta = A2CUpdate(self.acc.copy(), self.steps_since_push,
                           np.asarray(self.episodes, dtype=np.float64).reshape(-1, 3),
-                          moments, ret_moments)
+                          moments, ret_moments, stats)
+        self.stats_sum[:] = 0.0
         self.acc[:] = 0.0
         for arr in (self.batch_mean, self.batch_var, self.ret_batch_mean,
                     self.ret_batch_var):
@@ -304,8 +304,7 @@ class A2CWorker:
         """``n_steps`` steps in every environment into the rollout buffer, with the
         episodes that finish (stamped with the global step they end at)."""
         cfg, buf, info, n_envs = self.cfg, self.buf, self.info, self.cfg.n_envs
-        noise = (self.rng.standard_normal((cfg.n_steps, n_envs, self.action_cols))
-                 if info.continuous else self.rng.random((cfg.n_steps, n_envs, 1)))
+        noise = draw_noise(self.rng, cfg.layout, (cfg.n_steps, n_envs))
         for t in range(cfg.n_steps):
             if cfg.normalize_observations:
                 self.batch_count = a2c.running_mean_std_update(
@@ -315,17 +314,14 @@ class A2CWorker:
             nn.policy_act_value(self.theta, self.layout, buf.obs[t], False, noise[t],
                                 buf.actions[t], buf.values[t], buf.log_probs[t])
             self.compute_s += time.perf_counter() - tc
-            if info.continuous:
-                # The log-probability uses the unclipped sample; the env gets it clipped
-                # to its bounds, as stable-baselines3 does.
-                act = np.clip(buf.actions[t], info.action_low, info.action_high)
-            else:
-                act = buf.actions[t, :, 0].astype(np.int64) + info.discrete_start
+            # The log-probability uses the unclipped sample; the env gets it clipped
+            # to its bounds (Box), as stable-baselines3 does.
+            act = info.action.to_env(buf.actions[t])
             te = time.perf_counter()
             obs_next, rew, term, trunc, extra = self.env.step(act)
             self.env_s += time.perf_counter() - te
             rew = np.ascontiguousarray(rew, dtype=np.float64)
-            self.obs = _obs_rows(obs_next, n_envs, self.obs_dim)  # checked below
+            self.obs = info.obs.rows(obs_next, n_envs)  # checked below
             term = np.ascontiguousarray(term, dtype=np.bool_)
             trunc = np.ascontiguousarray(trunc, dtype=np.bool_)
             # Checks, rollout rows and episode counters in one kernel call (as NumPy
@@ -381,11 +377,11 @@ class A2CWorker:
         """Truncated, not terminated: bootstrap from V(final observation) (gymnasium's
         terminated/truncated split; SB3 issue #633). Every final observation is
         checked for finiteness, used or not."""
-        obs_dim, name = self.obs_dim, self.spec.name
+        obs_dim, name, enc = self.obs_dim, self.spec.name, self.info.obs
         for e in np.flatnonzero(term):
-            _flat_obs(extra["final_obs"][e], 1, obs_dim, name)
+            _check_finite_obs(enc.one(extra["final_obs"][e]), name)
         for e in np.flatnonzero(np.logical_and(trunc, np.logical_not(term))):
-            fin = _flat_obs(extra["final_obs"][e], 1, obs_dim, name)
+            fin = _check_finite_obs(enc.one(extra["final_obs"][e]), name)
             nn.predict_values(self.theta, self.layout,
                               self._normalize(fin, np.empty((1, obs_dim))), self.tmp_v)
             self.buf.trunc_values[t, e] = self.tmp_v[0]
@@ -412,6 +408,7 @@ class A2CWorker:
         else:  # every row is valid: the same rows in the same order, without copies
             ob, ac = buf.obs.reshape(-1, self.obs_dim), buf.actions.reshape(-1, self.action_cols)
             ad, rt = buf.advantages.reshape(-1), buf.returns.reshape(-1)
+        values = buf.values[buf.valid] if self.next_step_mode else buf.values.reshape(-1)
         if cfg.normalize_advantage and ad.shape[0] > 1:
             ad = (ad - ad.mean()) / (ad.std() + 1e-8)
         ok = bool(ob.shape[0])
@@ -421,6 +418,11 @@ class A2CWorker:
                            np.ascontiguousarray(rt), cfg.ent_coef, cfg.vf_coef,
                            self.grad, self.losses, self.slabs, self.work)
             a2c.clip_grad_norm(self.grad, cfg.max_grad_norm)
+            self.stats_sum[:3] += self.losses
+            var_returns = float(np.var(rt))
+            self.stats_sum[3] += (1.0 - float(np.var(rt - values)) / var_returns
+                                  if var_returns > 0 else 0.0)
+            self.stats_sum[4] += 1
         self._has_grad = ok
         self.compute_s += time.perf_counter() - tc
         return ok
@@ -474,6 +476,7 @@ class A2CAlgorithm(AlgorithmBase):
         self.spec, self.cfg, self.theta0, self.obs_dim = spec, cfg, theta0, obs_dim
         self.checkpoint_every = checkpoint_every
         self._t0: float | None = None
+        self.steps0 = 0  # the step count this fit started from
 
     @property
     def n_rounds(self) -> int:
@@ -497,6 +500,7 @@ class A2CAlgorithm(AlgorithmBase):
         """The actor-critic's parameters, step count, episodes and moments."""
         if self._t0 is None:
             self._t0 = time.perf_counter()
+            self.steps0 = 0 if snapshot is None else int(snapshot["total_steps"])
         theta = self.theta0 if snapshot is None else snapshot["theta"]
         return A2CRule(theta, self.obs_dim, self.cfg.total_timesteps,
                        self.cfg.target_return, snapshot=snapshot)
@@ -520,26 +524,40 @@ class A2CAlgorithm(AlgorithmBase):
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         steps = progress["total_steps"]
         remaining = max(0.0, 1.0 - steps / self.cfg.total_timesteps)
+        rate = (steps - self.steps0) / elapsed if elapsed > 0 else 0.0
         return {"time/total_timesteps": steps,
-                "time/steps_per_s": steps / elapsed if elapsed > 0 else 0.0,
+                "time/steps_per_s": rate, "time/fps": rate,
                 "train/learning_rate": learning_rate_at(self.cfg.learning_rate,
                                                         remaining),
                 "rollout/ep_rew_mean": progress["mean_return_100"],
-                "rollout/episodes": progress["n_episodes"]}
+                "rollout/ep_len_mean": progress["mean_length_100"],
+                "rollout/episodes": progress["n_episodes"],
+                **{f"train/{k}": progress[k] for k in (
+                    "policy_loss", "entropy_loss", "value_loss", "explained_variance")}}
 
     def stop(self, progress: dict[str, Any]) -> bool:
         """The budget is spent or the target return reached."""
         return bool(progress["done"])
 
 
+def draw_noise(rng: np.random.Generator, layout: tuple[int, ...],
+               batch: tuple[int, ...]) -> np.ndarray:
+    """The randomness the action kernels take for a batch of shape ``batch``: standard
+    normals (Gaussian head) or uniforms on [0, 1) (categorical heads), one column per
+    action column."""
+    cols = layout[10]
+    if layout[2] == 1:
+        return rng.standard_normal((*batch, cols))
+    return rng.random((*batch, cols))
+
+
 def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
         obs_mean: np.ndarray | None, obs_var: np.ndarray | None, clip_obs: float,
-        deterministic: bool, rng: np.random.Generator, continuous: bool,
-        action_cols: int) -> np.ndarray:
+        deterministic: bool, rng: np.random.Generator) -> np.ndarray:
     """Actions of the policy for a batch of flattened observations (kernel calls only).
 
-    Returns the raw kernel output of shape ``(n, action_cols)``: the action index as float
-    (Discrete) or the unclipped Gaussian mean/sample (Box).
+    Returns the raw kernel output of shape ``(n, action_cols)``: action indices as
+    floats (categorical heads) or the unclipped Gaussian mean/sample (Box).
     """
     obs = np.ascontiguousarray(obs, dtype=np.float64)
     if obs_mean is not None:
@@ -547,35 +565,39 @@ def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
         a2c.normalize_obs(obs, obs_mean, obs_var, clip_obs, 1e-8, out)
         obs = out
     n = obs.shape[0]
-    noise = (rng.standard_normal((n, action_cols)) if continuous else rng.random((n, 1)))
-    actions = np.empty((n, action_cols))
+    noise = draw_noise(rng, layout, (n,))
+    actions = np.empty((n, layout[10]))
     nn.policy_act(theta, np.asarray(layout, dtype=np.int64), obs, deterministic, noise,
                   actions)
     return actions
 
 
 def run_episodes(spec: EnvSpec, policy: Any, n_episodes: int, seed: int,
-                 max_steps: int = 1_000_000) -> np.ndarray:
-    """Returns of ``n_episodes`` episodes of ``policy(obs_row) -> env action``.
+                 max_steps: int = 1_000_000, *, with_lengths: bool = False) -> Any:
+    """Returns of ``n_episodes`` episodes of ``policy(obs) -> env action``.
 
     Runs locally, one environment. ``max_steps`` bounds the total steps so a policy
-    that never ends an episode cannot hang the caller.
+    that never ends an episode cannot hang the caller. ``with_lengths``: also the
+    episodes' lengths, as ``(returns, lengths)``.
     """
     env = make_env(spec)
-    returns = []
+    returns: list[float] = []
+    lengths: list[int] = []
     steps = 0
     try:
         obs, _ = env.reset(seed=seed)
-        total = 0.0
+        total, length = 0.0, 0
         while len(returns) < n_episodes:
             obs, rew, term, trunc, _ = env.step(policy(obs))
             total += float(rew)
             steps += 1
+            length += 1
             if not np.isfinite(rew):
                 raise ValueError(f"environment {spec.name} returned a non-finite reward")
             if term or trunc:
                 returns.append(total)
-                total = 0.0
+                lengths.append(length)
+                total, length = 0.0, 0
                 obs, _ = env.reset()
             if steps >= max_steps:
                 raise RuntimeError(
@@ -583,4 +605,6 @@ def run_episodes(spec: EnvSpec, policy: Any, n_episodes: int, seed: int,
                     f"finished within {max_steps} steps")
     finally:
         env.close()
+    if with_lengths:
+        return np.asarray(returns), np.asarray(lengths)
     return np.asarray(returns)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from numbers import Integral, Real
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -33,7 +35,15 @@ from dask_dpsgd.rl._a2c import (
     learning_rate_at,
     run_episodes,
 )
-from dask_dpsgd.rl._envs import inspect_env, make_spec
+from dask_dpsgd.rl._envs import (
+    EnvSpec,
+    ObsEncoder,
+    SpaceInfo,
+    action_codec,
+    inspect_env,
+    make_spec,
+)
+from dask_dpsgd.rl.callbacks import BaseCallback, as_callback
 
 
 def _schedule_key(learning_rate: Any) -> Any:
@@ -64,9 +74,17 @@ class HSA2CAgent(BaseEstimator):
 
     Parameters
     ----------
-    env : str or callable
-        A gymnasium id (``"CartPole-v1"``) or a zero-argument factory returning a
-        ``gymnasium.Env`` (picklable: it is sent to the workers).
+    env : str, callable, gymnasium.Env or gymnasium.vector.VectorEnv
+        A gymnasium id (``"CartPole-v1"``); a zero-argument factory returning a
+        ``gymnasium.Env`` (picklable: it is sent to the workers); an environment
+        instance, wrapped or not: it is pickled once (``cloudpickle``) and every
+        environment of every worker is a fresh copy of it, seeded apart (worker seeds
+        from ``random_state``, ``seed + i`` for copy ``i``); or a vector environment:
+        each worker runs the copies its ``env_fns`` build (a ``SyncVectorEnv`` or
+        ``AsyncVectorEnv``; stepped in the worker's process) or, without them, a copy
+        of the vector environment itself, and ``n_envs`` is its ``num_envs``. ``None``
+        (a loaded agent whose environment was not stored) predicts but cannot train
+        or score until ``env`` is set.
     learning_rate : float or callable, default=7e-4
         The optimiser's step size, or a schedule: a picklable callable of the
         remaining progress ``p`` (1 at the start, 0 at ``total_timesteps``, from the
@@ -103,8 +121,10 @@ class HSA2CAgent(BaseEstimator):
         merged over all workers by the parameter server. Episode returns
         (``episode_returns_``, ``rollout/ep_rew_mean``) stay unscaled.
     clip_reward : float, default=10.0
-    net_arch : tuple of int, default=(64, 64)
-        Hidden layer sizes of both networks.
+    net_arch : tuple of int or dict, default=(64, 64)
+        Hidden layer sizes of both networks, or ``dict(pi=[...], vf=[...])`` for the
+        policy and value networks apart (stable-baselines3's ``net_arch``; a list in
+        the dict may be empty: a linear head on the observation).
     activation : {"tanh", "relu"}, default="tanh"
     log_std_init : float, default=0.0
         Initial log standard deviation of Gaussian (Box) policies.
@@ -117,8 +137,8 @@ class HSA2CAgent(BaseEstimator):
         Environment steps to train for, summed over all workers.
     target_return : float, default=None
         Stop early once the mean return of the last 100 training episodes reaches it.
-    n_envs : int, default=8
-        Environments per worker.
+    n_envs : int, default=None
+        Environments per worker (``None``: 8, or a vector ``env``'s ``num_envs``).
     push_every : int, default=10
         Updates a worker makes between pushes to the parameter server.
     prefetch : bool, default=True
@@ -167,6 +187,9 @@ default="auto"
     env_kwargs : dict, default=None
         Keyword arguments of ``gymnasium.make`` (with an id).
     random_state : int, RandomState instance or None, default=None
+    log_path : str, path-like or None, default=None
+        A folder where every ``history_`` record is also written to
+        ``progress.csv`` as it arrives (stable-baselines3's file and keys).
     verbose : int, default=0
         1: a progress bar (timesteps, mean return, steps/s, staleness).
 
@@ -178,10 +201,20 @@ default="auto"
         Layout of ``params_``.
     obs_mean_, obs_var_ : ndarray or None
         Observation moments (when ``normalize_observations``).
-    observation_shape_ : tuple of int
+    observation_space_, action_space_ : gymnasium.Space
+        The environment's spaces.
+    observation_shape_ : tuple of int or None
+        The observation space's shape (``None`` for Dict and Tuple spaces).
     continuous_actions_ : bool
     action_dim_ : int
-        Number of actions (Discrete) or action dimension (Box).
+        Outputs of the policy head: actions (Discrete), logits of all components
+        (MultiDiscrete; MultiBinary as two per bit) or the flattened Box size.
+    n_envs_ : int
+        Environments per worker.
+    obs_count_ : float
+        Observations behind ``obs_mean_`` / ``obs_var_``.
+    return_moments_ : tuple of float
+        ``(mean, var, count)`` of the discounted return (``normalize_reward``).
     episode_returns_, episode_lengths_, episode_timesteps_ : ndarray
         Every training episode's return, length and (approximate) global step at its end.
     num_timesteps_ : int
@@ -192,7 +225,11 @@ default="auto"
     staleness_mean_, staleness_max_ : float, int
     staleness_histogram_ : ndarray of int
     history_ : list of dict
-        Progress records (``rollout/ep_rew_mean``, ``time/steps_per_s``, ...).
+        Progress records with stable-baselines3's log keys (``rollout/ep_rew_mean``,
+        ``rollout/ep_len_mean``, ``train/policy_loss``, ``train/entropy_loss``,
+        ``train/value_loss``, ``train/explained_variance``, ``train/learning_rate``,
+        ``time/fps``, ``time/total_timesteps``) and the parameter server's
+        (``train/staleness_mean``, ``comm/bytes_pushed``, ...).
     live_metrics_url_ : str or None
         The last fit's page of live curves on the Dask dashboard
         (``.../dpsgd/status?fit=<id>``; :doc:`/live_metrics`); None without a dashboard. It
@@ -244,12 +281,13 @@ default="auto"
     --------
     >>> from dask_dpsgd import HSA2CAgent
     >>> agent = HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()
-    >>> agent.predict(agent_obs := [0.0, 0.0, 0.0, 0.0]) in (0, 1)
+    >>> action, _ = agent.predict([0.0, 0.0, 0.0, 0.0], deterministic=True)
+    >>> int(action) in (0, 1)
     True
     """
 
     _parameter_constraints: dict = {
-        "env": [str, callable],
+        "env": [str, callable, gym.Env, gym.vector.VectorEnv, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), callable],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
@@ -264,13 +302,13 @@ default="auto"
         "clip_obs": [Interval(Real, 0, None, closed="neither")],
         "normalize_reward": ["boolean"],
         "clip_reward": [Interval(Real, 0, None, closed="neither")],
-        "net_arch": [tuple, list],
+        "net_arch": [tuple, list, dict],
         "activation": [StrOptions({"tanh", "relu"})],
         "log_std_init": [Real],
         "ortho_init": ["boolean"],
         "total_timesteps": [Interval(Integral, 1, None, closed="left")],
         "target_return": [None, Real],
-        "n_envs": [Interval(Integral, 1, None, closed="left")],
+        "n_envs": [None, Interval(Integral, 1, None, closed="left")],
         "push_every": [Interval(Integral, 1, None, closed="left")],
         "prefetch": ["boolean"],
         "n_workers": [None, Interval(Integral, 1, None, closed="left")],
@@ -282,6 +320,7 @@ default="auto"
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "poll_interval": [Interval(Real, 0, None, closed="neither")],
         "env_kwargs": [None, dict],
+        "log_path": [None, str, os.PathLike],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -293,10 +332,11 @@ default="auto"
                  clip_reward=10.0, net_arch=(64, 64),
                  activation="tanh", log_std_init=0.0, ortho_init=True,
                  total_timesteps=100_000,
-                 target_return=None, n_envs=8, push_every=10, prefetch=True,
+                 target_return=None, n_envs=None, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
                  max_staleness="auto", checkpoint_path=None, checkpoint_every=10_000,
-                 poll_interval=0.5, env_kwargs=None, random_state=None, verbose=0):
+                 poll_interval=0.5, env_kwargs=None, log_path=None, random_state=None,
+                 verbose=0):
         self.env = env
         self.learning_rate = learning_rate
         self.n_steps = n_steps
@@ -329,6 +369,7 @@ default="auto"
         self.checkpoint_every = checkpoint_every
         self.poll_interval = poll_interval
         self.env_kwargs = env_kwargs
+        self.log_path = log_path
         self.random_state = random_state
         self.verbose = verbose
 
@@ -339,23 +380,26 @@ default="auto"
         tags.requires_fit = True
         return tags
 
-    def _check_params(self) -> tuple[int, ...]:
+    def _check_params(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Checks beyond the declared constraints; the policy and value nets' hidden
+        layer widths."""
         for name in ("log_std_init", "target_return"):
             value = getattr(self, name)
             if value is not None and not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.env is None:
+            raise ValueError("env is None (an agent loaded without its environment): "
+                             "set env (set_params(env=...) or load_model(path, env=...)) "
+                             "to train or score it")
         # A schedule is called once here, so a broken one fails before any cluster work.
         learning_rate_at(self.learning_rate, 1.0)
-        arch = tuple(self.net_arch)
-        if not arch or not all(isinstance(h, Integral) and h > 0 for h in arch):
-            raise ValueError(f"net_arch must be a non-empty sequence of positive ints, got "
-                             f"{self.net_arch!r}")
-        return arch
+        return _net_arch(self.net_arch)
 
-    def _run_config(self, layout: tuple[int, ...]) -> A2CConfig:
+    def _run_config(self, layout: tuple[int, ...], n_envs: int,
+                    total_timesteps: int) -> A2CConfig:
         """The workers' hyper-parameters (plain values) for the network ``layout``."""
         return A2CConfig(
-            layout=layout, n_envs=self.n_envs, n_steps=self.n_steps,
+            layout=layout, n_envs=n_envs, n_steps=self.n_steps,
             gamma=float(self.gamma), gae_lambda=float(self.gae_lambda),
             ent_coef=float(self.ent_coef), vf_coef=float(self.vf_coef),
             max_grad_norm=float(self.max_grad_norm),
@@ -365,13 +409,24 @@ default="auto"
             rms_prop_eps=float(self.rms_prop_eps),
             normalize_advantage=bool(self.normalize_advantage),
             normalize_observations=bool(self.normalize_observations),
-            clip_obs=float(self.clip_obs), total_timesteps=int(self.total_timesteps),
+            clip_obs=float(self.clip_obs), total_timesteps=int(total_timesteps),
             target_return=None if self.target_return is None else float(self.target_return),
             push_every=self.push_every, normalize_reward=bool(self.normalize_reward),
             clip_reward=float(self.clip_reward))
 
+    def _n_envs(self, spec: EnvSpec) -> int:
+        """Environments per worker: ``n_envs``, or a vector env's size."""
+        fixed = spec.n_envs
+        if fixed is None:
+            return 8 if self.n_envs is None else int(self.n_envs)
+        if self.n_envs is not None and int(self.n_envs) != fixed:
+            raise ValueError(f"n_envs={self.n_envs} but env is a vector environment of "
+                             f"{fixed} copies: leave n_envs=None or set it to {fixed}")
+        return fixed
+
     def fit(self, X=None, y=None):
-        """Train the agent in its environment.
+        """Train the agent in its environment for ``total_timesteps`` steps, from
+        freshly initialised parameters.
 
         Parameters
         ----------
@@ -385,47 +440,105 @@ default="auto"
         """
         if X is not None or y is not None:
             raise ValueError("HSA2CAgent.fit takes no data: it learns from env; call fit()")
+        return self._learn(int(self.total_timesteps), None, True, bool(self.verbose))
+
+    def learn(self, total_timesteps=None, callback=None, reset_num_timesteps=True,
+              progress_bar=False):
+        """Train, as stable-baselines3's ``learn``: optionally continuing the last fit.
+
+        Parameters
+        ----------
+        total_timesteps : int, default=None
+            Environment steps to take in this call, summed over workers (``None``:
+            the ``total_timesteps`` parameter).
+        callback : BaseCallback, list of BaseCallback or None
+            Called on the driver at every read of the parameter server
+            (:mod:`dask_dpsgd.rl.callbacks`); one returning ``False`` ends training.
+        reset_num_timesteps : bool, default=True
+            ``True`` starts from new parameters; ``False`` continues from the
+            current ones (``params_``, the observation and return moments, the
+            episode log and ``num_timesteps_``, which goes on counting; the
+            optimiser's statistics restart) when the agent is fitted. A learning-rate
+            schedule then runs over ``num_timesteps_ + total_timesteps`` steps, as
+            stable-baselines3's. With ``checkpoint_path`` the continued run writes
+            the file; an existing one is not resumed from.
+        progress_bar : bool, default=False
+            Show a progress bar (as ``verbose=1``).
+
+        Returns
+        -------
+        self : HSA2CAgent
+        """
+        total = self.total_timesteps if total_timesteps is None else total_timesteps
+        if isinstance(total, bool) or not isinstance(total, Integral) or total < 1:
+            raise ValueError(f"total_timesteps must be a positive int, got {total!r}")
+        if not isinstance(reset_num_timesteps, bool | np.bool_):
+            raise ValueError(f"reset_num_timesteps must be a bool, got "
+                             f"{reset_num_timesteps!r}")
+        return self._learn(int(total), as_callback(callback), bool(reset_num_timesteps),
+                           bool(progress_bar) or bool(self.verbose))
+
+    def _learn(self, steps: int, callback: BaseCallback | None, reset: bool,
+               bar_on: bool) -> HSA2CAgent:
         self._validate_params()
-        arch = self._check_params()
+        arch_pi, arch_vf = self._check_params()
         spec = make_spec(self.env, self.env_kwargs)
+        n_envs = self._n_envs(spec)
         info = inspect_env(spec)
-        layout = nn.make_layout(info.obs_dim, info.n_act_outputs, arch, info.continuous,
-                                activation=self.activation)
+        layout = nn.make_layout(info.obs_dim, info.n_act_outputs, arch_pi, info.continuous,
+                                activation=self.activation, hidden_vf=arch_vf,
+                                **({"action_groups": info.action.groups}
+                                   if info.action.groups is not None else {}))
         rs = check_random_state(self.random_state)
         theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
                                 log_std_init=float(self.log_std_init),
                                 ortho_init=bool(self.ortho_init))
-        cfg = self._run_config(layout)
         root_seed = int(rs.randint(np.iinfo(np.int32).max))
-        resume, on_checkpoint, every = None, None, None
+        every = None if self.checkpoint_path is None else int(self.checkpoint_every)
+        resume, budget, start = None, steps, 0
+        if not reset and hasattr(self, "params_"):
+            if tuple(self.layout_) != tuple(layout):
+                raise ValueError(
+                    "cannot continue training: the environment's spaces or net_arch "
+                    "changed since the last fit (the parameter layouts differ); call "
+                    "learn with reset_num_timesteps=True")
+            start = int(self.num_timesteps_)
+            budget = start + steps
+            # A fresh seed per continuation, so its segments do not replay the last.
+            root_seed = int(np.random.default_rng([root_seed, start]).integers(2**31 - 1))
+            resume = engine.Checkpoint(self._state(), 0, start // every if every else 0)
+        cfg = self._run_config(layout, n_envs, budget)
+        on_checkpoint = None
         if self.checkpoint_path is not None:
-            every = int(self.checkpoint_every)
-            fingerprint = self._fingerprint(layout)
-            if os.path.exists(self.checkpoint_path):
+            fingerprint = self._fingerprint(layout, n_envs)
+            if resume is None and os.path.exists(self.checkpoint_path):
                 resume, root_seed = self._resume(fingerprint, theta0.shape[0],
-                                               info.obs_dim)
+                                                 info.obs_dim)
             on_checkpoint = self._checkpoint_writer(fingerprint, root_seed)
         from tqdm.auto import tqdm
 
         bar = None
-        title = f"HSA2C {spec.name}, {int(self.total_timesteps)} timesteps"
+        title = f"HSA2C {spec.name}, {budget} timesteps"
         algorithm = A2CAlgorithm(spec, cfg, theta0, info.obs_dim, every)
-        pushes = -(-int(self.total_timesteps)
-                   // (self.n_steps * self.n_envs * self.push_every))
+        pushes = -(-steps // (self.n_steps * n_envs * self.push_every))
+        self._set_spaces(info, layout, n_envs)
+        log = _CSVLog(self.log_path) if self.log_path is not None else None
 
         def max_staleness(n_workers: int) -> int | None:
             self.max_staleness_ = resolve_max_staleness(
                 self.max_staleness, pushes, n_workers, int(self.prefetch))
             return self.max_staleness_
 
-        def on_start(start: engine.FitStart) -> None:
+        def on_start(fit_start: engine.FitStart) -> None:
             nonlocal bar
-            if self.verbose:
-                bar = tqdm(total=int(self.total_timesteps), desc="HSA2C timesteps",
+            if bar_on:
+                bar = tqdm(total=budget, initial=start, desc="HSA2C timesteps",
                            unit="step")
-                banner = live_page_banner(start.dashboard_link, start.live_url)
+                banner = live_page_banner(fit_start.dashboard_link, fit_start.live_url)
                 if banner:
                     bar.write(banner)
+            if callback is not None:
+                callback.on_training_start()
 
         def progress(record: dict[str, Any]) -> None:
             if bar is not None:
@@ -436,6 +549,22 @@ default="auto"
                     "stale": f"{record['train/staleness_mean']:.2f}"})
                 bar.refresh()
 
+        def on_poll(record: dict[str, Any], snapshot: dict[str, Any]) -> bool:
+            stop = False
+            if callback is not None:
+                self._adopt(snapshot)
+                callback.locals = {"record": record}
+                callback.logger_record = {}
+                stop = not callback.on_step()
+                record.update(callback.logger_record)
+            if log is not None:
+                log.write(record)
+            return stop
+
+        if callback is not None:
+            if reset:  # the callback sees a policy from the first read on
+                self._adopt({"theta": theta0, **_empty_state(info.obs_dim)})
+            callback.init_callback(self)
         try:
             result = engine.fit(
                 algorithm, spec, n_rounds=algorithm.n_rounds,
@@ -443,34 +572,21 @@ default="auto"
                 threads_per_worker=self.threads_per_worker, lag=int(self.prefetch),
                 max_staleness=max_staleness, random_state=root_seed, history="poll",
                 poll_interval=float(self.poll_interval), resume=resume,
-                on_checkpoint=on_checkpoint, progress=progress, title=title,
-                on_start=on_start, verbose=self.verbose)
+                on_checkpoint=on_checkpoint, progress=progress, on_poll=on_poll,
+                title=title, on_start=on_start, verbose=self.verbose)
         finally:
             if bar is not None:
                 bar.close()
         record_layout(self, result.threads)
-        snap = result.snapshot
-        self.layout_ = layout
-        self.params_ = snap["theta"]
-        self.obs_mean_ = snap["obs_mean"] if self.normalize_observations else None
-        self.obs_var_ = snap["obs_var"] if self.normalize_observations else None
-        self.observation_shape_ = info.obs_shape
-        self.continuous_actions_ = info.continuous
-        self.action_dim_ = info.n_act_outputs
-        self._action_low = info.action_low
-        self._action_high = info.action_high
-        self._discrete_start = info.discrete_start
-        episodes = snap["episodes"]
-        self.episode_timesteps_ = episodes[:, 0].astype(np.int64)
-        self.episode_returns_ = episodes[:, 1]
-        self.episode_lengths_ = episodes[:, 2].astype(np.int64)
-        self.num_timesteps_ = int(snap["total_steps"])
+        self._adopt(result.snapshot)
         self.n_updates_ = int(result.counters.get("updates", 0))
         counts = result.counts
         events = [e.as_dict() for e in result.events]
         record_server(self, counts=counts, pushes_sent=result.pushes_sent,
                       history=result.history, live_url=result.live_url, events=events,
-                      restart_point="the last polled state", stacklevel=2)
+                      restart_point="the last polled state", stacklevel=3)
+        if callback is not None:
+            callback.on_training_end()
         if not events and counts.n_received != result.pushes_sent:
             raise RuntimeError(f"update accounting failed: workers sent "
                                f"{result.pushes_sent} pushes, the server received "
@@ -482,23 +598,76 @@ default="auto"
                 "max_grad_norm, or normalise observations)")
         _warn_stale_updates(counts.n_rejected_stale, counts.n_received,
                             self.max_staleness_, self.max_staleness == "auto",
-                            stacklevel=2)
+                            stacklevel=3)
         return self
 
+    def _set_spaces(self, info: SpaceInfo, layout: tuple[int, ...], n_envs: int) -> None:
+        """The fitted attributes fixed by the environment and the network."""
+        self.layout_ = layout
+        self.observation_space_ = info.observation_space
+        self.action_space_ = info.action_space
+        box = isinstance(info.observation_space, gym.spaces.Box)
+        self.observation_shape_ = tuple(info.observation_space.shape) if box else None
+        self.continuous_actions_ = info.continuous
+        self.action_dim_ = info.n_act_outputs
+        self.n_envs_ = n_envs
+        self._codecs = None
+
+    def _adopt(self, snap: dict[str, Any]) -> None:
+        """Take a server state (a snapshot of the update rule) as the fitted state."""
+        self.params_ = np.array(snap["theta"], dtype=np.float64)
+        norm = bool(self.normalize_observations)
+        self.obs_mean_ = np.array(snap["obs_mean"]) if norm else None
+        self.obs_var_ = np.array(snap["obs_var"]) if norm else None
+        self.obs_count_ = float(snap["obs_count"])
+        self.return_moments_ = (float(np.ravel(snap["ret_mean"])[0]),
+                                float(np.ravel(snap["ret_var"])[0]),
+                                float(snap["ret_count"]))
+        episodes = np.asarray(snap["episodes"], dtype=np.float64).reshape(-1, 3)
+        self.episode_timesteps_ = episodes[:, 0].astype(np.int64)
+        self.episode_returns_ = episodes[:, 1].copy()
+        self.episode_lengths_ = episodes[:, 2].astype(np.int64)
+        self.num_timesteps_ = int(snap["total_steps"])
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """The fitted state as an update rule's snapshot (to continue training)."""
+        dim = self._encoders()[0].dim
+        obs_mean = self.obs_mean_ if self.obs_mean_ is not None else np.zeros(dim)
+        obs_var = self.obs_var_ if self.obs_var_ is not None else np.ones(dim)
+        mean, var, count = getattr(self, "return_moments_", (0.0, 1.0, 1e-4))
+        episodes = np.column_stack([self.episode_timesteps_, self.episode_returns_,
+                                    self.episode_lengths_]).astype(np.float64)
+        return {"theta": np.array(self.params_), "obs_mean": np.array(obs_mean),
+                "obs_var": np.array(obs_var),
+                "obs_count": np.array(getattr(self, "obs_count_", 1e-4)),
+                "ret_mean": np.array([mean]), "ret_var": np.array([var]),
+                "ret_count": np.array(count), "episodes": episodes.reshape(-1, 3),
+                "total_steps": np.array(self.num_timesteps_)}
+
+    def _copy_fitted(self) -> HSA2CAgent:
+        """A copy of this fitted agent with its own parameter arrays."""
+        other = copy.copy(self)
+        other.params_ = self.params_.copy()
+        return other
     # Parameters that shape training: a checkpoint resumes only a fit that agrees.
     _CHECKPOINT_PARAMS = ("n_steps", "gamma", "gae_lambda", "ent_coef",
                           "vf_coef", "max_grad_norm", "rms_prop_eps", "use_rms_prop",
                           "normalize_advantage", "normalize_observations", "clip_obs",
-                          "activation", "log_std_init", "n_envs", "push_every",
+                          "activation", "log_std_init", "push_every",
                           "prefetch", "checkpoint_every")
 
-    def _fingerprint(self, layout: tuple[int, ...]) -> dict[str, Any]:
+    def _fingerprint(self, layout: tuple[int, ...], n_envs: int) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this fit."""
-        env = self.env if isinstance(self.env, str) else getattr(
-            self.env, "__qualname__", type(self.env).__qualname__)
+        if isinstance(self.env, str):
+            env = self.env
+        elif isinstance(self.env, gym.Env | gym.vector.VectorEnv):
+            env = str(self.env)
+        else:
+            env = getattr(self.env, "__qualname__", type(self.env).__qualname__)
         return {"env": env, "env_kwargs": repr(self.env_kwargs),
                 "layout": [int(v) for v in layout],
                 **{k: getattr(self, k) for k in self._CHECKPOINT_PARAMS},
+                "n_envs": n_envs,
                 "learning_rate": _schedule_key(self.learning_rate),
                 # Only when on: checkpoints from before the option resume unchanged.
                 **({"normalize_reward": True, "clip_reward": self.clip_reward}
@@ -540,53 +709,100 @@ default="auto"
 
         return write
 
-    def _flat_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
-        obs = np.asarray(obs, dtype=np.float64)
-        shape = tuple(self.observation_shape_)
-        if obs.shape == shape:
-            return obs.reshape(1, -1), True
-        if obs.shape[1:] == shape and obs.ndim == len(shape) + 1:
-            return obs.reshape(obs.shape[0], -1), False
-        raise ValueError(f"observations of shape {obs.shape} do not match the "
-                         f"environment's observation shape {shape} (one observation) "
-                         f"or (n, *{shape}) (a batch)")
+    def _encoders(self) -> tuple[ObsEncoder, Any]:
+        """The observation encoder and action codec of the fitted spaces (cached)."""
+        cached = getattr(self, "_codecs", None)
+        if cached is None:
+            obs_space, act_space = self._spaces()
+            cached = (ObsEncoder(obs_space, "the agent's environment"),
+                      action_codec("the agent's environment", act_space))
+            self._codecs = cached
+        return cached
 
-    def predict(self, obs, deterministic=True):
-        """Actions of the policy for one observation or a batch.
+    def _spaces(self) -> tuple[gym.Space, gym.Space]:
+        if hasattr(self, "observation_space_"):
+            return self.observation_space_, self.action_space_
+        # A model file written before the spaces were stored: a Box observation and
+        # the Discrete or Box action its private attributes describe.
+        obs = gym.spaces.Box(-np.inf, np.inf, tuple(self.observation_shape_))
+        if self.continuous_actions_:
+            act: gym.Space = gym.spaces.Box(self._action_low, self._action_high)
+        else:
+            act = gym.spaces.Discrete(self.action_dim_, start=self._discrete_start)
+        return obs, act
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=False):
+        """The policy's action for one observation or a batch, as stable-baselines3's
+        ``predict`` (so ``evaluate_policy(agent, env)`` runs it).
 
         Parameters
         ----------
-        obs : array-like
-            One observation of shape ``observation_shape_`` or a batch of shape
-            ``(n, *observation_shape_)``.
-        deterministic : bool, default=True
-            The most likely action (mean for Box) instead of a sample.
+        observation : array-like or dict
+            One observation of the environment's observation space or a batch (a
+            leading axis; for a Dict space, every key's array has it).
+        state : None
+            Recurrent state; passed through (the policy is not recurrent).
+        episode_start : array-like or None
+            Ignored (no recurrent state to reset).
+        deterministic : bool, default=False
+            The most likely action (the Gaussian mean) instead of a sample.
 
         Returns
         -------
-        action : int, ndarray of shape (n,) (Discrete) or (action_dim,) / (n, action_dim)
+        action : ndarray
+            One action of the action space (Box actions clipped to its bounds), or a
+            batch of them.
+        state : None
+            ``state``, unchanged.
         """
         check_is_fitted(self)
-        flat, single = self._flat_obs(obs)
+        encoder, codec = self._encoders()
+        flat, single = encoder.batch(observation)
         if not np.isfinite(flat).all():
             raise ValueError("observations contain NaN or infinity")
-        rng = np.random.default_rng()
-        actions = act(self.params_, self.layout_, flat, self.obs_mean_, self.obs_var_,
-                  float(self.clip_obs), bool(deterministic), rng,
-                  self.continuous_actions_, self.action_dim_ if self.continuous_actions_
-                  else 1)
-        if self.continuous_actions_:
-            out = np.clip(actions, self._action_low, self._action_high)
-            return out[0] if single else out
-        out = actions[:, 0].astype(np.int64) + self._discrete_start
-        return int(out[0]) if single else out
+        actions = codec.to_env(act(self.params_, self.layout_, flat, self.obs_mean_,
+                                   self.obs_var_, float(self.clip_obs),
+                                   bool(deterministic), np.random.default_rng()))
+        return (actions[0] if single else actions), state
 
-    def score(self, env=None, n_episodes=20, *, deterministic=True, random_state=None):
-        """Mean return over evaluation episodes.
+    def evaluate(self, env=None, n_episodes=20, *, deterministic=True, random_state=None):
+        """Returns and lengths of evaluation episodes, run in this process.
 
         Parameters
         ----------
-        env : str or callable, default=None
+        env : str, callable, gymnasium.Env or None, default=None
+            Environment to evaluate in (``None``: the training ``env``); as ``env``
+            (an instance is copied, so its state is left untouched).
+        n_episodes : int, default=20
+        deterministic : bool, default=True
+        random_state : int, default=None
+            Seed of the evaluation environment's first reset.
+
+        Returns
+        -------
+        returns, lengths : ndarray of shape (n_episodes,)
+        """
+        check_is_fitted(self)
+        if not isinstance(n_episodes, Integral) or n_episodes < 1:
+            raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
+        if env is None and self.env is None:
+            raise ValueError("env is None: pass an environment to evaluate in")
+        if isinstance(env, gym.vector.VectorEnv) or (
+                env is None and isinstance(self.env, gym.vector.VectorEnv)):
+            raise ValueError("evaluate in a single environment, not a vector one")
+        spec = make_spec(self.env if env is None else env,
+                         self.env_kwargs if env is None else None)
+        seed = check_random_state(random_state).randint(2**31 - 1)
+        return run_episodes(
+            spec, lambda o: self.predict(o, deterministic=deterministic)[0],
+            int(n_episodes), int(seed), with_lengths=True)
+
+    def score(self, env=None, n_episodes=20, *, deterministic=True, random_state=None):
+        """Mean return over evaluation episodes (:meth:`evaluate`).
+
+        Parameters
+        ----------
+        env : str, callable, gymnasium.Env or None, default=None
             Environment to evaluate in (default: the training ``env``).
         n_episodes : int, default=20
         deterministic : bool, default=True
@@ -598,12 +814,72 @@ default="auto"
         float
             Mean episode return.
         """
-        check_is_fitted(self)
-        if not isinstance(n_episodes, Integral) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
-        spec = make_spec(self.env if env is None else env,
-                         self.env_kwargs if env is None else None)
-        seed = check_random_state(random_state).randint(2**31 - 1)
-        returns = run_episodes(spec, lambda o: self.predict(o, deterministic=deterministic),
-                               n_episodes, int(seed))
+        returns, _ = self.evaluate(env, n_episodes, deterministic=deterministic,
+                                   random_state=random_state)
         return float(np.mean(returns))
+
+
+def _net_arch(net_arch: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The policy and value nets' hidden widths from ``net_arch`` (a sequence for
+    both, or ``dict(pi=..., vf=...)``)."""
+    def widths(value: Any, what: str, allow_empty: bool) -> tuple[int, ...]:
+        if isinstance(value, str) or not isinstance(value, tuple | list):
+            raise ValueError(f"net_arch{what} must be a sequence of positive ints, got "
+                             f"{value!r}")
+        arch = tuple(value)
+        if (not arch and not allow_empty) or not all(
+                isinstance(h, Integral) and not isinstance(h, bool) and h > 0
+                for h in arch):
+            raise ValueError(f"net_arch{what} must be a non-empty sequence of positive "
+                             f"ints, got {value!r}" if not allow_empty else
+                             f"net_arch{what} must be a sequence of positive ints, got "
+                             f"{value!r}")
+        return tuple(int(h) for h in arch)
+
+    if isinstance(net_arch, dict):
+        if set(net_arch) != {"pi", "vf"}:
+            raise ValueError(f"net_arch as a dict must have exactly the keys 'pi' and "
+                             f"'vf', got {sorted(net_arch)}")
+        return (widths(net_arch["pi"], "['pi']", True),
+                widths(net_arch["vf"], "['vf']", True))
+    arch = widths(net_arch, "", False)
+    return arch, arch
+
+
+def _empty_state(obs_dim: int) -> dict[str, Any]:
+    """An update rule's snapshot fields of an agent before its first step."""
+    return {"obs_mean": np.zeros(obs_dim), "obs_var": np.ones(obs_dim),
+            "obs_count": 1e-4, "ret_mean": np.zeros(1), "ret_var": np.ones(1),
+            "ret_count": 1e-4, "episodes": np.empty((0, 3)), "total_steps": 0}
+
+
+class _CSVLog:
+    """``progress.csv`` in a folder: one row per history record, columns the union of
+    the records' keys (the file is rewritten when a record brings a new key, as
+    stable-baselines3's ``CSVOutputFormat`` does)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, "progress.csv")
+        self.keys: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        self._write(rewrite=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        self.rows.append(dict(record))
+        new = [k for k in record if k not in self.keys]
+        self.keys += new
+        self._write(rewrite=bool(new))
+
+    def _write(self, rewrite: bool) -> None:
+        import csv
+
+        with open(self.path, "w" if rewrite else "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.keys, restval="")
+            if rewrite:
+                if self.keys:
+                    writer.writeheader()
+                writer.writerows(self.rows)
+            else:
+                writer.writerow(self.rows[-1])
