@@ -1,0 +1,165 @@
+"""Code written for stable-baselines3 runs on HSA2CAgent: predict's signature,
+evaluate_policy, learn with continued training, callbacks, log keys and files."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from dask_dpsgd import HSA2CAgent
+from dask_dpsgd.io import load_model
+from dask_dpsgd.rl import LinearSchedule
+from dask_dpsgd.rl.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    EvalCallback,
+    StopTrainingOnRewardThreshold,
+)
+
+SB3_KEYS = ("rollout/ep_rew_mean", "rollout/ep_len_mean", "train/entropy_loss",
+            "train/policy_loss", "train/value_loss", "train/explained_variance",
+            "train/learning_rate", "time/fps", "time/total_timesteps")
+
+
+def test_history_has_sb3_log_keys_and_progress_csv(client, tmp_path):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=4_000, random_state=0,
+                       poll_interval=0.05, log_path=tmp_path).fit()
+    last = agent.history_[-1]
+    for key in SB3_KEYS:
+        assert key in last, key
+    assert np.isfinite([last[k] for k in SB3_KEYS]).all(), last
+    assert last["train/entropy_loss"] < 0  # SB3's: minus the policy's entropy
+    assert last["rollout/ep_len_mean"] > 0
+    with open(tmp_path / "progress.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(agent.history_)
+    assert float(rows[-1]["time/total_timesteps"]) == agent.num_timesteps_
+    for key in SB3_KEYS:
+        assert key in rows[-1]
+
+
+def test_predict_follows_sb3_signature(client):
+    agent = HSA2CAgent("Pendulum-v1", total_timesteps=1_000, random_state=0).fit()
+    obs = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    actions, state = agent.predict(obs, state="kept", episode_start=np.ones(6, bool),
+                                   deterministic=True)
+    assert actions.shape == (6, 1) and state == "kept"
+    assert np.all(np.abs(actions) <= 2.0)  # clipped to the Box
+    sampled = np.stack([agent.predict(obs[0])[0] for _ in range(20)])
+    assert sampled.std() > 0  # deterministic=False by default, as SB3's
+
+
+def test_evaluate_policy_of_sb3_accepts_the_agent(client):
+    pytest.importorskip("torch")
+    evaluation = pytest.importorskip("stable_baselines3.common.evaluation")
+    from stable_baselines3.common.monitor import Monitor
+
+    import gymnasium as gym
+
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()
+    env = Monitor(gym.make("CartPole-v1"))
+    mean, std = evaluation.evaluate_policy(agent, env, n_eval_episodes=3,
+                                           deterministic=True)
+    assert np.isfinite(mean) and mean >= 8
+
+
+def test_continued_training_goes_on_from_the_last_fit(client):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=3_000, random_state=0,
+                       n_workers=1, threads_per_worker=1,
+                       learning_rate=LinearSchedule(1e-3)).fit()
+    first_steps = agent.num_timesteps_
+    first_episodes = agent.episode_returns_.copy()
+    first_params = agent.params_.copy()
+    agent.learn(2_000, reset_num_timesteps=False)
+    assert agent.num_timesteps_ >= first_steps + 2_000
+    # The episode log goes on: the first fit's episodes come first, unchanged.
+    np.testing.assert_array_equal(agent.episode_returns_[:len(first_episodes)],
+                                  first_episodes)
+    assert len(agent.episode_returns_) > len(first_episodes)
+    # The schedule runs over all steps: the rate is below the first fit's last.
+    assert agent.history_[-1]["train/learning_rate"] < 1e-3 * 0.5
+    assert not np.array_equal(agent.params_, first_params)
+    # reset_num_timesteps=True starts over.
+    agent.learn(1_000)
+    assert agent.num_timesteps_ < first_steps
+
+
+def test_continuing_with_another_network_is_refused(client):
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=1_000, random_state=0).fit()
+    agent.set_params(net_arch=dict(pi=[8], vf=[8]))
+    with pytest.raises(ValueError, match="layouts differ"):
+        agent.learn(1_000, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="total_timesteps must be a positive int"):
+        agent.learn(0)
+
+
+def test_net_arch_dict_builds_separate_networks(client):
+    agent = HSA2CAgent("CartPole-v1", net_arch=dict(pi=[16], vf=[8, 8]),
+                       total_timesteps=1_000, random_state=0).fit()
+    # policy 4->16->2, value 4->8->8->1
+    assert agent.params_.shape == (4 * 16 + 16 + 16 * 2 + 2
+                                   + 4 * 8 + 8 + 8 * 8 + 8 + 8 + 1,)
+    for bad, match in ((dict(pi=[8]), "exactly the keys"),
+                       (dict(pi=[8], vf=[0]), r"net_arch\['vf'\]"),
+                       (dict(pi="8", vf=[8]), r"net_arch\['pi'\]")):
+        with pytest.raises(ValueError, match=match):
+            HSA2CAgent("CartPole-v1", net_arch=bad, total_timesteps=100).fit()
+
+
+class _CountingCallback(BaseCallback):
+    """The protocol a user implements: _on_step, returning False to stop."""
+
+    def __init__(self, stop_after):
+        super().__init__()
+        self.stop_after = stop_after
+        self.started = self.ended = False
+        self.steps_seen = []
+
+    def _on_training_start(self):
+        self.started = True
+
+    def _on_step(self):
+        self.steps_seen.append(self.num_timesteps)
+        assert self.model.params_.shape == self.model.layout_[4:5]
+        self.logger_record["custom/calls"] = self.n_calls
+        return self.num_timesteps < self.stop_after
+
+    def _on_training_end(self):
+        self.ended = True
+
+
+def test_a_user_callback_sees_progress_and_stops_training(client):
+    cb = _CountingCallback(stop_after=5_000)
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=500_000, random_state=0,
+                       poll_interval=0.05)
+    agent.learn(callback=cb)
+    assert cb.started and cb.ended
+    assert cb.steps_seen == sorted(cb.steps_seen) and len(cb.steps_seen) >= 2
+    # Stopped long before the budget, soon after the callback said so.
+    assert 5_000 <= agent.num_timesteps_ < 100_000
+    assert any("custom/calls" in rec for rec in agent.history_)
+
+
+def test_eval_checkpoint_and_stop_on_reward_callbacks(client, tmp_path):
+    stop = StopTrainingOnRewardThreshold(reward_threshold=150, verbose=0)
+    evaluation = EvalCallback("CartPole-v1", callback_on_new_best=stop,
+                              n_eval_episodes=3, eval_freq=5_000,
+                              best_model_save_path=tmp_path / "best")
+    saving = CheckpointCallback(save_freq=10_000, save_path=tmp_path / "ckpt")
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=300_000, random_state=0,
+                       learning_rate=3e-3, n_steps=8, poll_interval=0.05)
+    agent.learn(callback=CallbackList([evaluation, saving]))
+    assert evaluation.evaluations_timesteps, "no evaluation ran"
+    assert evaluation.best_mean_reward >= 150  # stopped by the threshold ...
+    assert agent.num_timesteps_ < 300_000  # ... before the budget
+    assert any("eval/mean_reward" in rec for rec in agent.history_)
+    best = load_model(tmp_path / "best" / "best_model.npz")
+    assert best.score(n_episodes=3, random_state=0) == pytest.approx(
+        evaluation.best_model.score(n_episodes=3, random_state=0))
+    assert saving.saved and all(p.endswith("_steps.npz") for p in saving.saved)
+    load_model(saving.saved[-1]).predict(np.zeros(4))
+    with pytest.raises(TypeError, match="BaseCallback"):
+        agent.learn(100, callback=print)
