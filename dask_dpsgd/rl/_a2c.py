@@ -160,6 +160,18 @@ def _raise_non_finite(rew: np.ndarray, obs: np.ndarray, env_name: str) -> None:
     _check_finite_obs(obs, env_name)
 
 
+def _step_error(exc: Exception, env_name: str, actions: np.ndarray) -> Exception:
+    """The error of an environment's ``step``, saying which actions it was given
+    (a wrapper's ``action()`` returning the wrong shape fails here)."""
+    message = (f"environment {env_name} failed in step() given actions of shape "
+               f"{np.shape(actions)} and dtype {np.asarray(actions).dtype} (one row per "
+               f"copy): {type(exc).__name__}: {exc}")
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
+        return RuntimeError(message)
+
+
 class A2CWorker:
     """One worker's segment of HSA2C (the engine's loop; see the module docstring).
 
@@ -318,7 +330,10 @@ class A2CWorker:
             # to its bounds (Box), as stable-baselines3 does.
             act = info.action.to_env(buf.actions[t])
             te = time.perf_counter()
-            obs_next, rew, term, trunc, extra = self.env.step(act)
+            try:
+                obs_next, rew, term, trunc, extra = self.env.step(act)
+            except Exception as exc:
+                raise _step_error(exc, self.spec.name, act) from exc
             self.env_s += time.perf_counter() - te
             rew = np.ascontiguousarray(rew, dtype=np.float64)
             self.obs = info.obs.rows(obs_next, n_envs)  # checked below

@@ -28,6 +28,33 @@ class _TupleActionEnv(gym.Env):
     action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
 
 
+class _StrictEnv(gym.Env):
+    """Refuses an action outside its space, as many environments do."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,))
+    action_space = gym.spaces.Box(-1, 1, (2,))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        if np.shape(action) != (2,):
+            raise ValueError(f"action of shape {np.shape(action)} is not in the space")
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+
+class _DropsAComponent(gym.ActionWrapper):
+    """A user's wrapper that returns wrongly shaped actions."""
+
+    def action(self, action):
+        return action[:1]
+
+
+def _strict_env_badly_wrapped():
+    return _DropsAComponent(_StrictEnv())
+
+
 class _NaNRewardEnv(gym.Env):
     """Returns a NaN reward at the third step."""
 
@@ -213,6 +240,12 @@ def test_predict_rejects_wrong_shapes(client):
 def test_unsupported_environments_are_refused(client, env, match):
     with pytest.raises(ValueError, match=match):
         HSA2CAgent(env, total_timesteps=100).fit()
+
+
+def test_wrongly_shaped_actions_fail_the_fit_naming_them(client):
+    with pytest.raises(ValueError, match=r"failed in step\(\) given actions of shape "
+                       r"\(2, 2\).*action of shape \(1,\) is not in the space"):
+        HSA2CAgent(_strict_env_badly_wrapped, total_timesteps=1_000, n_envs=2).fit()
 
 
 def test_non_finite_reward_fails_the_fit_with_its_cause(client):
