@@ -421,7 +421,15 @@ def space_info(spec: EnvSpec, observation_space: gym.Space, action_space: gym.Sp
 
 
 def inspect_env(spec: EnvSpec) -> SpaceInfo:
-    """Build one environment, check its spaces, close it."""
+    """Build one environment (a vector environment's copy), check its spaces, close
+    it."""
+    if spec.vector_copy is not None:
+        vec = spec.vector_copy()
+        try:
+            return space_info(spec, vec.single_observation_space,
+                              vec.single_action_space)
+        finally:
+            vec.close()
     env = make_env(spec)
     try:
         return space_info(spec, env.observation_space, env.action_space)

@@ -204,7 +204,7 @@ default="auto"
     observation_space_, action_space_ : gymnasium.Space
         The environment's spaces.
     observation_shape_ : tuple of int or None
-        The observation space's shape (``None`` for Dict and Tuple spaces).
+        The shape of a Box observation space (``None`` for other spaces).
     continuous_actions_ : bool
     action_dim_ : int
         Outputs of the policy head: actions (Discrete), logits of all components
@@ -440,11 +440,13 @@ default="auto"
         """
         if X is not None or y is not None:
             raise ValueError("HSA2CAgent.fit takes no data: it learns from env; call fit()")
-        return self._learn(int(self.total_timesteps), None, True, bool(self.verbose))
+        return self._learn(int(self.total_timesteps), None, True, True,
+                           bool(self.verbose))
 
     def learn(self, total_timesteps=None, callback=None, reset_num_timesteps=True,
               progress_bar=False):
-        """Train, as stable-baselines3's ``learn``: optionally continuing the last fit.
+        """Train, as stable-baselines3's ``learn``: a fitted agent goes on from its
+        current parameters.
 
         Parameters
         ----------
@@ -455,13 +457,16 @@ default="auto"
             Called on the driver at every read of the parameter server
             (:mod:`dask_dpsgd.rl.callbacks`); one returning ``False`` ends training.
         reset_num_timesteps : bool, default=True
-            ``True`` starts from new parameters; ``False`` continues from the
-            current ones (``params_``, the observation and return moments, the
-            episode log and ``num_timesteps_``, which goes on counting; the
-            optimiser's statistics restart) when the agent is fitted. A learning-rate
-            schedule then runs over ``num_timesteps_ + total_timesteps`` steps, as
-            stable-baselines3's. With ``checkpoint_path`` the continued run writes
-            the file; an existing one is not resumed from.
+            As stable-baselines3's. A fitted agent always continues from its current
+            parameters and observation and return moments (the optimiser's
+            statistics restart; :meth:`fit` is what starts from new parameters).
+            ``True`` restarts the counters: ``num_timesteps_`` and the episode log
+            start from zero and a learning-rate schedule runs over
+            ``total_timesteps``. ``False`` goes on counting: the episode log is
+            extended and a schedule runs over ``num_timesteps_ + total_timesteps``
+            steps. An unfitted agent starts from new parameters either way. With
+            ``checkpoint_path`` a continued run writes the file; an existing one is
+            not resumed from.
         progress_bar : bool, default=False
             Show a progress bar (as ``verbose=1``).
 
@@ -475,11 +480,14 @@ default="auto"
         if not isinstance(reset_num_timesteps, bool | np.bool_):
             raise ValueError(f"reset_num_timesteps must be a bool, got "
                              f"{reset_num_timesteps!r}")
-        return self._learn(int(total), as_callback(callback), bool(reset_num_timesteps),
+        return self._learn(int(total), as_callback(callback), False,
+                           bool(reset_num_timesteps),
                            bool(progress_bar) or bool(self.verbose))
 
-    def _learn(self, steps: int, callback: BaseCallback | None, reset: bool,
-               bar_on: bool) -> HSA2CAgent:
+    def _learn(self, steps: int, callback: BaseCallback | None, fresh: bool,
+               reset: bool, bar_on: bool) -> HSA2CAgent:
+        """Train ``steps`` steps: from new parameters (``fresh`` or unfitted), else
+        from the fitted state with the counters restarted (``reset``) or not."""
         self._validate_params()
         arch_pi, arch_vf = self._check_params()
         spec = make_spec(self.env, self.env_kwargs)
@@ -496,17 +504,23 @@ default="auto"
         root_seed = int(rs.randint(np.iinfo(np.int32).max))
         every = None if self.checkpoint_path is None else int(self.checkpoint_every)
         resume, budget, start = None, steps, 0
-        if not reset and hasattr(self, "params_"):
+        fresh = fresh or not hasattr(self, "params_")
+        if not fresh:
             if tuple(self.layout_) != tuple(layout):
                 raise ValueError(
                     "cannot continue training: the environment's spaces or net_arch "
                     "changed since the last fit (the parameter layouts differ); call "
-                    "learn with reset_num_timesteps=True")
-            start = int(self.num_timesteps_)
+                    "fit() to start from new parameters")
+            state = self._state()
+            if reset:
+                state["total_steps"] = np.array(0)
+                state["episodes"] = np.empty((0, 3))
+            start = int(state["total_steps"])
             budget = start + steps
             # A fresh seed per continuation, so its segments do not replay the last.
-            root_seed = int(np.random.default_rng([root_seed, start]).integers(2**31 - 1))
-            resume = engine.Checkpoint(self._state(), 0, start // every if every else 0)
+            root_seed = int(np.random.default_rng(
+                [root_seed, int(self.num_timesteps_)]).integers(2**31 - 1))
+            resume = engine.Checkpoint(state, 0, start // every if every else 0)
         cfg = self._run_config(layout, n_envs, budget)
         on_checkpoint = None
         if self.checkpoint_path is not None:
@@ -562,7 +576,7 @@ default="auto"
             return stop
 
         if callback is not None:
-            if reset:  # the callback sees a policy from the first read on
+            if fresh:  # the callback sees a policy from the first read on
                 self._adopt({"theta": theta0, **_empty_state(info.obs_dim)})
             callback.init_callback(self)
         try:

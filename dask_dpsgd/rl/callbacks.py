@@ -12,7 +12,11 @@ driver overlaps training.
 Writing one: subclass :class:`BaseCallback` and override ``_on_step`` (and optionally
 ``_on_training_start`` / ``_on_training_end``); read ``self.model``,
 ``self.num_timesteps``, ``self.n_calls`` and ``self.locals["record"]`` (the latest
-``history_`` record, with SB3's log keys). Keys a callback adds to
+``history_`` record, with SB3's log keys). Frequencies in steps (``eval_freq``,
+``save_freq``) are checked at these reads: an event happens at the first read at or
+past each multiple, so with a fast environment and the default ``poll_interval`` of
+0.5 s it can come several thousand steps late; lower the agent's ``poll_interval`` for
+finer ones. Keys a callback adds to
 ``self.logger_record`` (a dict) are written into that record, as SB3's
 ``self.logger.record``.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -99,7 +104,7 @@ class CallbackList(BaseCallback):
 
     Parameters
     ----------
-    callbacks : sequence of BaseCallback
+    callbacks : list of BaseCallback
     """
 
     def __init__(self, callbacks: Sequence[BaseCallback]) -> None:
@@ -158,7 +163,7 @@ class CheckpointCallback(BaseCallback):
     def __init__(self, save_freq: int, save_path: str | os.PathLike,
                  name_prefix: str = "hsa2c_model", verbose: int = 0) -> None:
         super().__init__(verbose)
-        if not isinstance(save_freq, int) or save_freq < 1:
+        if isinstance(save_freq, bool) or not isinstance(save_freq, Integral) or save_freq < 1:
             raise ValueError(f"save_freq must be a positive int, got {save_freq!r}")
         self.save_freq = save_freq
         self.save_path = os.fspath(save_path)
@@ -228,8 +233,8 @@ class EvalCallback(BaseCallback):
     Parameters
     ----------
     eval_env : str, callable or gymnasium.Env
-        The evaluation environment (as the agent's ``env``; an instance is used as
-        given).
+        The evaluation environment (as the agent's ``env``; an instance is copied for
+        each evaluation, its own state untouched).
     callback_on_new_best : BaseCallback or None
         Called when a new best mean return is found; ``False`` stops training.
     n_eval_episodes : int, default=5
@@ -259,7 +264,7 @@ class EvalCallback(BaseCallback):
         super().__init__(verbose)
         for name, value in (("n_eval_episodes", n_eval_episodes),
                             ("eval_freq", eval_freq)):
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.eval_env = eval_env
         self.callback_on_new_best = callback_on_new_best

@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from dask_dpsgd import HSA2CAgent
 from dask_dpsgd.io import load_model
@@ -55,9 +56,8 @@ def test_predict_follows_sb3_signature(client):
 def test_evaluate_policy_of_sb3_accepts_the_agent(client):
     pytest.importorskip("torch")
     evaluation = pytest.importorskip("stable_baselines3.common.evaluation")
-    from stable_baselines3.common.monitor import Monitor
-
     import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
 
     agent = HSA2CAgent("CartPole-v1", total_timesteps=2_000, random_state=0).fit()
     env = Monitor(gym.make("CartPole-v1"))
@@ -82,9 +82,18 @@ def test_continued_training_goes_on_from_the_last_fit(client):
     # The schedule runs over all steps: the rate is below the first fit's last.
     assert agent.history_[-1]["train/learning_rate"] < 1e-3 * 0.5
     assert not np.array_equal(agent.params_, first_params)
-    # reset_num_timesteps=True starts over.
+    # reset_num_timesteps=True restarts the counters, not the parameters (as SB3's).
+    before = agent.params_.copy()
     agent.learn(1_000)
-    assert agent.num_timesteps_ < first_steps
+    assert 1_000 <= agent.num_timesteps_ < first_steps
+    assert agent.episode_timesteps_.max() <= agent.num_timesteps_
+    fresh = HSA2CAgent("CartPole-v1", total_timesteps=1_000, random_state=1,
+                       n_workers=1, threads_per_worker=1).fit()
+    moved = np.linalg.norm(agent.params_ - before)
+    assert moved < 0.5 * np.linalg.norm(fresh.params_ - before), moved
+    # fit() is what starts from new parameters: as an unfitted clone's (1 x 1 is
+    # deterministic).
+    np.testing.assert_array_equal(agent.fit().params_, clone(agent).fit().params_)
 
 
 def test_continuing_with_another_network_is_refused(client):
@@ -92,6 +101,9 @@ def test_continuing_with_another_network_is_refused(client):
     agent.set_params(net_arch=dict(pi=[8], vf=[8]))
     with pytest.raises(ValueError, match="layouts differ"):
         agent.learn(1_000, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="layouts differ"):
+        agent.learn(1_000)
+    agent.fit()  # new parameters for the new network
     with pytest.raises(ValueError, match="total_timesteps must be a positive int"):
         agent.learn(0)
 

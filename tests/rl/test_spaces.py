@@ -134,6 +134,14 @@ def test_fit_on_an_instance_and_on_a_vector_env(client):
     assert agent.num_timesteps_ % (5 * 3) == 0
     with pytest.raises(ValueError, match="n_envs=4 but env is a vector environment of 3"):
         HSA2CAgent(vec, n_envs=4, total_timesteps=100).fit()
+    # A vector env without env_fns (CartPole's numpy one): a copy per worker.
+    numpy_vec = gym.make_vec("CartPole-v1", num_envs=4,
+                             vectorization_mode="vector_entry_point")
+    assert getattr(numpy_vec, "env_fns", None) is None
+    agent = HSA2CAgent(numpy_vec, total_timesteps=2_000, random_state=0).fit()
+    assert agent.n_envs_ == 4 and agent.num_timesteps_ % (5 * 4) == 0
+    with pytest.raises(ValueError, match="not a vector one"):
+        agent.score(n_episodes=1)
 
 
 # --------------------------------------------------------------------------- #
