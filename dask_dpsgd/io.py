@@ -99,7 +99,7 @@ def _encode_attr(name: str, value: Any, arrays: dict[str, np.ndarray]) -> dict:
         arrays[_ARRAY_PREFIX + name] = value
         return entry
     if _is_space(value):
-        from dask_dpsgd.rl._envs import space_to_json
+        from dask_dpsgd._utils._rl_plain import space_to_json
 
         return {"kind": "space", "value": space_to_json(value)}
     if isinstance(value, np.random.RandomState):
@@ -180,7 +180,7 @@ def save_model(estimator: Any, path: str | os.PathLike) -> pathlib.Path:
     dropped: list[str] = []
     schedule: tuple[type, ...] = ()
     if name == "HSA2CAgent":
-        from dask_dpsgd.rl import LinearSchedule
+        from dask_dpsgd._utils._rl_plain import LinearSchedule
 
         schedule = (LinearSchedule,)
     for key, value in params.items():
@@ -257,7 +257,7 @@ def _decode_attr(name: str, entry: Any, arrays: dict[str, np.ndarray],
                  where: str) -> Any:
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if kind == "space":
-        from dask_dpsgd.rl._envs import space_from_json
+        from dask_dpsgd._utils._rl_plain import space_from_json
 
         try:
             return space_from_json(entry.get("value"))
@@ -374,7 +374,7 @@ def load_model(path: str | os.PathLike, env: Any = None) -> Any:
             params[key] = tuple(params[key])
     for key, value in params.items():
         if isinstance(value, dict) and set(value) == {_SCHEDULE}:
-            from dask_dpsgd.rl import LinearSchedule
+            from dask_dpsgd._utils._rl_plain import LinearSchedule
 
             try:
                 params[key] = LinearSchedule(*value[_SCHEDULE])

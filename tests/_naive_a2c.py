@@ -21,7 +21,8 @@ def unpack(theta, layout):
     Returns
     -------
     pi_layers, vf_layers : list of (ndarray (n_out, n_in), ndarray (n_out,))
-    log_std : ndarray (n_act_outputs,) or None
+    log_std : ndarray (n_act_outputs,), ndarray (latent_dim, n_act_outputs) (gSDE) or
+        None (categorical heads)
     activation : str
     """
     lay = [int(v) for v in layout]
@@ -36,21 +37,37 @@ def unpack(theta, layout):
             )
         )
     log_std = None
-    if lay[2]:
+    if lay[2] == 1:
         log_std = theta[lay[5] : lay[5] + lay[1]]
+    elif lay[2] == 3:
+        latent_dim = layers[n_pi - 1][0].shape[1]  # input width of action_net
+        log_std = theta[lay[5] : lay[5] + latent_dim * lay[1]].reshape(
+            latent_dim, lay[1]
+        )
     activation = {0: "tanh", 1: "relu"}[lay[3]]
     return layers[:n_pi], layers[n_pi:], log_std, activation
 
 
+def group_sizes(layout):
+    """Group sizes of a multi-categorical layout: the ints after the layer records."""
+    lay = [int(v) for v in layout]
+    return lay[HEADER + REC * (lay[6] + lay[7]) :]
+
+
 def mlp(layers, x, activation):
     """``Linear o act o ... o act o Linear`` on a batch ``x`` of shape (n, n_in)."""
+    return mlp_with_latent(layers, x, activation)[1]
+
+
+def mlp_with_latent(layers, x, activation):
+    """``(h, out)``: the last layer's input ``h`` (``x`` if one layer) and the output."""
     act = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0.0))
     h = x
     for li, (W, b) in enumerate(layers):
-        h = h @ W.T + b
-        if li < len(layers) - 1:
-            h = act(h)
-    return h
+        if li == len(layers) - 1:
+            return h, h @ W.T + b
+        h = act(h @ W.T + b)
+    raise ValueError("no layers")
 
 
 def forward(theta, layout, obs):
@@ -59,17 +76,46 @@ def forward(theta, layout, obs):
     return mlp(pi_layers, obs, activation), mlp(vf_layers, obs, activation)[:, 0]
 
 
-def log_prob_entropy(theta, layout, obs, actions):
-    """``log pi(a|s)``, ``H(pi(.|s))`` and ``V(s)`` (SB3 ``evaluate_actions``)."""
+def policy_latent(theta, layout, obs):
+    """gSDE latent ``h(s)``: the policy net's last hidden activations (or ``obs``)."""
+    pi_layers, _, _, activation = unpack(theta, layout)
+    return mlp_with_latent(pi_layers, obs, activation)[0]
+
+
+def _categorical(logits, a):
+    """Log-prob of integer actions ``a`` and entropy, rows of ``logits``."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp_all = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = logp_all[np.arange(len(a)), a]
+    ent = -(np.exp(logp_all) * logp_all).sum(axis=1)
+    return logp, ent
+
+
+def log_prob_entropy(theta, layout, obs, actions, sde_latent=None):
+    """``log pi(a|s)``, ``H(pi(.|s))`` and ``V(s)`` (SB3 ``evaluate_actions``).
+
+    ``sde_latent``: gSDE only, the latent ``h`` to use in ``sigma`` instead of the one
+    computed from ``theta`` (pass the latent at fixed parameters to reproduce SB3's
+    ``latent_sde.detach()`` under finite differences).
+    """
     pi_out, values = forward(theta, layout, obs)
     _, _, log_std, _ = unpack(theta, layout)
-    if log_std is None:
-        z = pi_out - pi_out.max(axis=1, keepdims=True)
-        logp_all = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        a = actions[:, 0].astype(np.int64)
-        logp = logp_all[np.arange(len(a)), a]
-        ent = -(np.exp(logp_all) * logp_all).sum(axis=1)
-    else:
+    head = int(layout[2])
+    if head == 0:
+        logp, ent = _categorical(pi_out, actions[:, 0].astype(np.int64))
+    elif head == 2:
+        # SB3 MultiCategoricalDistribution: independent Categoricals, summed.
+        logp = np.zeros(len(obs))
+        ent = np.zeros(len(obs))
+        off = 0
+        for g, n_g in enumerate(group_sizes(layout)):
+            lp, en = _categorical(
+                pi_out[:, off : off + n_g], actions[:, g].astype(np.int64)
+            )
+            logp += lp
+            ent += en
+            off += n_g
+    elif head == 1:
         std = np.exp(log_std)
         logp = (
             -((actions - pi_out) ** 2) / (2 * std**2)
@@ -77,12 +123,26 @@ def log_prob_entropy(theta, layout, obs, actions):
             - 0.5 * math.log(2 * math.pi)
         ).sum(axis=1)
         ent = np.full(len(obs), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum())
+    else:
+        # SB3 StateDependentNoiseDistribution.proba_distribution (full_std,
+        # learn_features=False): variance = latent**2 @ std**2, sigma = sqrt(. + eps).
+        h = policy_latent(theta, layout, obs) if sde_latent is None else sde_latent
+        sigma = np.sqrt((h**2) @ np.exp(log_std) ** 2 + 1e-6)
+        logp = (
+            -((actions - pi_out) ** 2) / (2 * sigma**2)
+            - np.log(sigma)
+            - 0.5 * math.log(2 * math.pi)
+        ).sum(axis=1)
+        ent = (0.5 + 0.5 * math.log(2 * math.pi) + np.log(sigma)).sum(axis=1)
     return logp, ent, values
 
 
-def a2c_loss(theta, layout, obs, actions, advantages, returns, ent_coef, vf_coef):
+def a2c_loss(
+    theta, layout, obs, actions, advantages, returns, ent_coef, vf_coef,
+    sde_latent=None,
+):
     """SB3 ``A2C.train`` loss: ``(loss, policy_loss, entropy_loss, value_loss)``."""
-    logp, ent, values = log_prob_entropy(theta, layout, obs, actions)
+    logp, ent, values = log_prob_entropy(theta, layout, obs, actions, sde_latent)
     policy_loss = -(advantages * logp).mean()
     value_loss = ((returns - values) ** 2).mean()
     entropy_loss = -ent.mean()

@@ -2,9 +2,15 @@
 
 The model is the one stable-baselines3 (SB3) builds for ``A2C("MlpPolicy", env)``: two
 separate MLPs on the flattened observation ``s``, a policy net ``pi(a|s; v)`` ending in
-``action_net`` (logits of a Categorical, or the mean of a diagonal Gaussian whose
-state-independent ``log_std`` is a free parameter) and a value net ``V(s; v)`` ending in
-``value_net``. Paper symbols (docs/design.rst, "HSA2C"): ``v`` is the parameter vector,
+``action_net`` and a value net ``V(s; v)`` ending in ``value_net``. ``action_net`` gives
+the logits of a Categorical (``Discrete`` actions), the concatenated logits of
+independent Categoricals (SB3 ``MultiCategoricalDistribution``: ``MultiDiscrete``
+actions, and ``MultiBinary`` ones as groups of two, see below), or the mean ``mu`` of a
+diagonal Gaussian (``Box`` actions) whose standard deviation is either a free
+state-independent ``log_std`` vector (SB3 ``DiagGaussianDistribution``) or, with
+generalized state-dependent exploration (gSDE, Raffin et al. 2022, SB3
+``StateDependentNoiseDistribution``), a free ``log_std`` matrix combined with the
+policy net's last hidden activations. Paper symbols (docs/design.rst, "HSA2C"): ``v`` is the parameter vector,
 stored here as **one flat float64 array** ``theta`` so the parameter server holds,
 copies and adds deltas to a single array; ``A_t`` advantages, ``R_t`` returns,
 ``vf_coef``, ``ent_coef``.
@@ -15,20 +21,30 @@ int64 array, ``np.asarray(layout, dtype=np.int64)``, so one compiled signature s
 every network depth. Layout format::
 
     layout[0]  obs_dim          flattened observation size
-    layout[1]  n_act_outputs    n actions (Discrete) or action dimension (Box)
-    layout[2]  continuous       0 Categorical, 1 diagonal Gaussian
+    layout[1]  n_act_outputs    outputs of action_net: n actions (Discrete), sum of the
+                                group sizes (multi-categorical) or action dimension (Box)
+    layout[2]  continuous       head: 0 Categorical, 1 diagonal Gaussian, 2
+                                multi-categorical, 3 gSDE Gaussian (HEAD_* constants)
     layout[3]  activation       0 tanh, 1 relu (hidden layers of both nets)
     layout[4]  n_params         len(theta)
-    layout[5]  log_std offset   first index of log_std in theta, -1 if discrete
+    layout[5]  log_std offset   first index of log_std in theta, -1 for heads 0 and 2;
+                                log_std is a vector of n_act_outputs (head 1) or a
+                                row-major (latent_dim, n_act_outputs) matrix (head 3)
     layout[6]  n_pi_layers      hidden layers + head of the policy net
     layout[7]  n_vf_layers      hidden layers + head of the value net
     layout[8]  max_width        widest layer output (delta buffers)
     layout[9]  work_size        workspace length of one chunk (float64)
-    layout[10] action_cols      columns of the actions array (1 if discrete; no kernel
-                                reads it: the callers size the arrays)
+    layout[10] action_cols      columns of the actions array: 1 (Discrete), G
+                                (multi-categorical), action dimension (Box, with or
+                                without gSDE); no kernel reads it for heads 0, 1, 3:
+                                the callers size the arrays
     layout[11] block            samples processed together per layer (cache blocking)
-    layout[12:] one record of 5 ints per dense layer, policy net first, then value net:
+    layout[12:12 + 5 * (n_pi_layers + n_vf_layers)]
+               one record of 5 ints per dense layer, policy net first, then value net:
                (w_off, b_off, n_in, n_out, act_off)
+    layout[12 + 5 * (n_pi_layers + n_vf_layers):]
+               head 2 only: the G group sizes (n_1, ..., n_G), summing to n_act_outputs;
+               empty for the other heads
 
 A dense layer computes ``z = W @ x + b`` with ``W = theta[w_off:w_off + n_out * n_in]
 .reshape(n_out, n_in)`` (row-major, torch's ``nn.Linear.weight`` convention, so an SB3
@@ -42,7 +58,27 @@ Kernels are plain Python functions compiled once at import, with explicit signat
 (C-contiguous float64 arrays, int64 layout), into ``cache=True, nogil=True`` dispatchers
 (docs/design.rst, "Kernels"); the undecorated ``_name`` functions stay importable for
 tests. Actions follow SB3's ``RolloutBuffer`` convention: a float64 array of shape
-``(n, action_cols)``, the action index stored as a float in column 0 when discrete.
+``(n, action_cols)``, the action index stored as a float in column 0 when discrete, and
+group ``g``'s index in ``[0, n_g)`` in column ``g`` when multi-categorical.
+
+Policy heads (``layout[2]``), with ``z`` the ``action_net`` output of one sample:
+
+- 0, Categorical: ``pi(a|s) = softmax(z)[a]``.
+- 2, multi-categorical: ``z`` is cut into G consecutive groups of ``n_1, ..., n_G``
+  logits and ``pi(a|s) = prod_g softmax(z_g)[a_g]``, entropy the sum of the groups'
+  entropies. ``MultiBinary(G)`` is passed as ``G`` groups of 2: independent two-way
+  Categoricals with logits ``(z_g0, z_g1)`` are the family of SB3's
+  ``BernoulliDistribution`` with the logit ``z_g1 - z_g0`` (two logits per bit instead
+  of one: same distributions, one redundant parameter per bit).
+- 1, diagonal Gaussian: ``a ~ N(mu, diag(exp(log_std))**2)``, ``mu = z``.
+- 3, gSDE Gaussian (SB3 defaults ``full_std=True``, ``use_expln=False``,
+  ``learn_features=False``, ``squash_output=False``): with ``h`` the policy net's last
+  hidden activations (the input of ``action_net``; the observation if there is no
+  hidden layer) of size ``latent_dim`` and ``std = exp(log_std)`` of shape
+  ``(latent_dim, action_dim)``, ``a ~ N(mu, diag(sigma)**2)`` with ``sigma_k =
+  sqrt(sum_j h_j**2 std_jk**2 + 1e-6)``; ``h`` is a constant (detached) in ``sigma``.
+  A draw is ``mu + h @ E`` with an exploration matrix ``E ~ N(0, std**2)`` supplied by
+  the caller (:func:`sample_exploration`).
 """
 
 from __future__ import annotations
@@ -72,9 +108,19 @@ L_N_PI = 6
 L_N_VF = 7
 L_MAX_WIDTH = 8
 L_WORK_SIZE = 9
+L_ACTION_COLS = 10
 L_BLOCK = 11
 HEADER = 12
 REC = 5
+
+# Policy heads stored in layout[2] (see module docstring).
+HEAD_CATEGORICAL = 0
+HEAD_GAUSSIAN = 1
+HEAD_MULTI_CATEGORICAL = 2
+HEAD_SDE = 3
+
+# SB3 StateDependentNoiseDistribution's epsilon, added to the gSDE variance.
+SDE_EPSILON = 1e-6
 
 # Samples per block: 16 rows of 64 float64 activations (8 kB) plus one weight and one
 # gradient row stay in L1 while a layer is processed.
@@ -116,6 +162,8 @@ def make_layout(
     *,
     activation: str = "tanh",
     hidden_vf: tuple[int, ...] | None = None,
+    action_groups: tuple[int, ...] | None = None,
+    sde: bool = False,
 ) -> tuple[int, ...]:
     """Describe the flat parameter vector ``theta`` of a policy net and a value net.
 
@@ -124,22 +172,43 @@ def make_layout(
     obs_dim : int
         Size of the flattened observation ``s``.
     n_act_outputs : int
-        Number of actions (Discrete) or action dimension (Box).
+        Outputs of ``action_net``: number of actions (Discrete), ``sum(action_groups)``
+        (multi-categorical) or action dimension (Box).
     hidden : tuple of int, default=(64, 64)
         Hidden layer widths of the policy net (SB3 ``net_arch["pi"]``), and of the value
         net unless ``hidden_vf`` is given. May be empty (linear heads).
     continuous : bool, default=False
-        Diagonal Gaussian with state-independent ``log_std`` instead of a Categorical.
+        Gaussian head (Box actions) instead of a Categorical one.
     activation : {"tanh", "relu"}, default="tanh"
         Hidden activation of both nets (SB3 default ``nn.Tanh``).
     hidden_vf : tuple of int or None, default=None
         Hidden widths of the value net (SB3 ``net_arch["vf"]``); ``None`` means
         ``hidden``.
+    action_groups : tuple of int or None, default=None
+        Group sizes ``(n_1, ..., n_G)``, each ``>= 1``, of a multi-categorical head
+        (SB3 ``MultiCategoricalDistribution``): ``MultiDiscrete(nvec)`` passes
+        ``nvec``, ``MultiBinary(G)`` passes ``(2,) * G``. Needs ``continuous=False``
+        and ``n_act_outputs == sum(action_groups)``. ``None``: a single Categorical.
+    sde : bool, default=False
+        Generalized state-dependent exploration (SB3 ``use_sde=True``): the Gaussian's
+        ``log_std`` is a ``(latent_dim, n_act_outputs)`` matrix, ``latent_dim`` the
+        last hidden width of the policy net (``obs_dim`` without hidden layers). Needs
+        ``continuous=True``.
 
     Returns
     -------
     layout : tuple of int
         Format in the module docstring; kernels take ``np.asarray(layout, np.int64)``.
+        ``action_groups=None, sde=False`` gives the same tuple as before these
+        options existed (checkpoints fingerprint it).
+
+    Raises
+    ------
+    ValueError
+        Unknown activation, non-positive sizes, a Discrete head with fewer than two
+        actions, ``action_groups`` that are not positive ints, do not sum to
+        ``n_act_outputs`` or come with ``continuous=True``, or ``sde=True`` without
+        ``continuous=True``.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(
@@ -149,7 +218,33 @@ def make_layout(
     hidden_vf = hidden if hidden_vf is None else tuple(int(h) for h in hidden_vf)
     if obs_dim < 1 or n_act_outputs < 1 or any(h < 1 for h in hidden + hidden_vf):
         raise ValueError("obs_dim, n_act_outputs and hidden widths must be >= 1")
-    if not continuous and n_act_outputs < 2:
+    if sde and not continuous:
+        raise ValueError(
+            "sde=True (gSDE) is a Gaussian head for Box actions: it needs "
+            "continuous=True"
+        )
+    groups: tuple[int, ...] = ()
+    if action_groups is not None:
+        if continuous:
+            raise ValueError(
+                "action_groups (a multi-categorical head) needs continuous=False"
+            )
+        groups = tuple(action_groups)
+        if not groups or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+            for v in groups
+        ):
+            raise ValueError(
+                "action_groups must be a non-empty tuple of positive ints (group "
+                f"sizes), got {action_groups!r}"
+            )
+        groups = tuple(int(v) for v in groups)
+        if sum(groups) != n_act_outputs:
+            raise ValueError(
+                f"n_act_outputs={n_act_outputs} must equal sum(action_groups)="
+                f"{sum(groups)} (the policy head outputs every group's logits)"
+            )
+    elif not continuous and n_act_outputs < 2:
         raise ValueError("a Discrete action space needs n_act_outputs >= 2")
     records: list[int] = []
     off = 0
@@ -162,16 +257,29 @@ def make_layout(
             act_off += n_out
             n_in = n_out
     log_std_off = -1
-    if continuous:
-        log_std_off = off
-        off += n_act_outputs
     max_width = max((*hidden, *hidden_vf, n_act_outputs, 1))
-    # Workspace: every layer's outputs for a block, then two delta buffers.
+    # Workspace: every layer's outputs for a block, then two delta buffers; gSDE puts
+    # exp(2 log_std) (latent_dim * action_dim) between the two.
     work_size = BLOCK * (act_off + 2 * max_width)
+    head = HEAD_CATEGORICAL
+    action_cols = 1
+    if continuous:
+        head = HEAD_GAUSSIAN
+        action_cols = int(n_act_outputs)
+        log_std_off = off
+        n_log_std = n_act_outputs
+        if sde:
+            head = HEAD_SDE
+            n_log_std = (hidden[-1] if hidden else int(obs_dim)) * n_act_outputs
+            work_size += n_log_std
+        off += n_log_std
+    elif groups:
+        head = HEAD_MULTI_CATEGORICAL
+        action_cols = len(groups)
     header = [
         int(obs_dim),
         int(n_act_outputs),
-        int(bool(continuous)),
+        head,
         ACTIVATIONS[activation],
         off,
         log_std_off,
@@ -179,10 +287,108 @@ def make_layout(
         len(hidden_vf) + 1,
         max_width,
         work_size,
-        int(n_act_outputs) if continuous else 1,
+        action_cols,
         BLOCK,
     ]
-    return tuple(header + records)
+    return tuple(header + records + list(groups))
+
+
+def sde_latent_dim(layout) -> int:
+    """Size of the gSDE latent ``h``: the input width of ``action_net``.
+
+    Parameters
+    ----------
+    layout : tuple of int or ndarray of int64
+        From :func:`make_layout` (any head; meaningful for gSDE).
+
+    Returns
+    -------
+    int
+        ``latent_dim``: the policy net's last hidden width, or ``obs_dim`` when it has
+        no hidden layer; the gSDE ``log_std`` has shape ``(latent_dim, action_dim)``.
+    """
+    return int(layout[HEADER + REC * (int(layout[L_N_PI]) - 1) + 2])
+
+
+def group_sizes(layout) -> tuple[int, ...]:
+    """Group sizes ``(n_1, ..., n_G)`` of a multi-categorical head.
+
+    Parameters
+    ----------
+    layout : tuple of int or ndarray of int64
+        From :func:`make_layout`.
+
+    Returns
+    -------
+    tuple of int
+        The ``action_groups`` given to :func:`make_layout`; empty for the other heads.
+    """
+    start = HEADER + REC * (int(layout[L_N_PI]) + int(layout[L_N_VF]))
+    return tuple(int(v) for v in layout[start:])
+
+
+def noise_cols(layout) -> int:
+    """Columns of the ``noise`` array of :func:`policy_act` / :func:`policy_act_value`.
+
+    Parameters
+    ----------
+    layout : tuple of int or ndarray of int64
+        From :func:`make_layout`.
+
+    Returns
+    -------
+    int
+        1 (Categorical: one uniform), ``action_dim`` (Gaussian: standard normals),
+        ``G`` (multi-categorical: one uniform per group) or ``latent_dim *
+        action_dim`` (gSDE: a flattened exploration matrix ``E``).
+    """
+    head = int(layout[L_CONTINUOUS])
+    if head == HEAD_SDE:
+        return sde_latent_dim(layout) * int(layout[L_N_OUT])
+    if head == HEAD_GAUSSIAN:
+        return int(layout[L_N_OUT])
+    return int(layout[L_ACTION_COLS])
+
+
+def sample_exploration(
+    theta: np.ndarray, layout, rng: np.random.Generator, n: int
+) -> np.ndarray:
+    """Draw ``n`` gSDE exploration matrices ``E ~ N(0, exp(log_std)**2)``.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        Parameters (for the ``log_std`` matrix).
+    layout : tuple of int or ndarray of int64
+        A gSDE layout (``make_layout(..., continuous=True, sde=True)``).
+    rng : numpy.random.Generator
+        Source of the standard normals.
+    n : int
+        Number of matrices (e.g. one per environment).
+
+    Returns
+    -------
+    ndarray of float64, shape (n, latent_dim * action_dim)
+        Row ``i`` is the row-major flattened ``E_i = exp(log_std) * Z_i``, ``Z_i`` of
+        ``rng.standard_normal((n, latent_dim, action_dim))``: the ``noise`` argument of
+        :func:`policy_act` / :func:`policy_act_value`, giving the action ``mu(s) + h(s)
+        @ E_i`` (SB3 ``StateDependentNoiseDistribution.sample_weights`` with
+        ``batch_size=n``, then ``get_noise``). Keep a row for several steps to explore
+        with a fixed ``E`` (SB3 ``sde_sample_freq``).
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` is not a gSDE layout.
+    """
+    if int(layout[L_CONTINUOUS]) != HEAD_SDE:
+        raise ValueError("sample_exploration needs a gSDE layout (sde=True)")
+    lat = sde_latent_dim(layout)
+    k_out = int(layout[L_N_OUT])
+    s = int(layout[L_LOG_STD])
+    std = np.exp(theta[s : s + lat * k_out]).reshape(lat, k_out)
+    e = std * rng.standard_normal((n, lat, k_out))
+    return np.ascontiguousarray(e.reshape(n, lat * k_out), dtype=np.float64)
 
 
 def param_slices(layout) -> list[tuple[str, slice, tuple[int, ...]]]:
@@ -198,7 +404,8 @@ def param_slices(layout) -> list[tuple[str, slice, tuple[int, ...]]]:
     list of (str, slice, tuple of int)
         Names ``pi.{l}.weight``/``pi.{l}.bias`` (policy hidden layer ``l``),
         ``action_net.*``, ``vf.{l}.*``, ``value_net.*`` and ``log_std`` (SB3's names for
-        the heads and ``log_std``); weights have shape ``(n_out, n_in)``.
+        the heads and ``log_std``); weights have shape ``(n_out, n_in)``, ``log_std``
+        ``(action_dim,)`` or, with gSDE, ``(latent_dim, action_dim)``.
     """
     lay = [int(x) for x in layout]
     n_pi, n_vf = lay[L_N_PI], lay[L_N_VF]
@@ -215,9 +422,12 @@ def param_slices(layout) -> list[tuple[str, slice, tuple[int, ...]]]:
             name = f"vf.{li - n_pi}"
         out.append((f"{name}.weight", slice(w_off, b_off), (n_out, n_in)))
         out.append((f"{name}.bias", slice(b_off, b_off + n_out), (n_out,)))
-    if lay[L_CONTINUOUS]:
-        s = lay[L_LOG_STD]
+    s = lay[L_LOG_STD]
+    if lay[L_CONTINUOUS] == HEAD_GAUSSIAN:
         out.append(("log_std", slice(s, s + lay[L_N_OUT]), (lay[L_N_OUT],)))
+    elif lay[L_CONTINUOUS] == HEAD_SDE:
+        shape = (sde_latent_dim(lay), lay[L_N_OUT])
+        out.append(("log_std", slice(s, s + shape[0] * shape[1]), shape))
     return out
 
 
@@ -269,7 +479,8 @@ def init_params(
     rng : numpy.random.Generator
         Source of the random weights.
     log_std_init : float, default=0.0
-        Initial ``log_std`` of a Gaussian policy (SB3 default 0.0).
+        Initial ``log_std`` of a Gaussian policy (SB3 default 0.0), every entry of the
+        matrix with gSDE (SB3 ``th.ones(latent_sde_dim, action_dim) * log_std_init``).
     ortho_init : bool, default=True
         SB3's ``ortho_init``: orthogonal weights (gain ``sqrt(2)`` hidden, 0.01
         ``action_net``, 1.0 ``value_net``) and zero biases. ``False``: PyTorch's
@@ -700,6 +911,180 @@ def _logsumexp(w, off, k_out):
 _logsumexp_jit = numba.njit(cache=True, nogil=True)(_logsumexp)
 
 
+def _multi_cat_head_grad(layout, w, hs, ds, a_row, adv, ent_coef, scale):
+    """Log-prob, entropy and head gradient of one sample, multi-categorical head.
+
+    Parameters
+    ----------
+    layout : ndarray of int64
+        A multi-categorical layout (``layout[2] == 2``).
+    w : ndarray of float64, 1-D
+        Workspace: logits ``z`` at ``w[hs:hs + n_act_outputs]``, group after group;
+        ``dL/dz`` is written at ``w[ds:ds + n_act_outputs]``.
+    hs, ds : int
+        Offsets of the logits and of their gradient.
+    a_row : ndarray of float64, shape (G,)
+        The action: group ``g``'s index in column ``g``.
+    adv, ent_coef, scale : float
+        ``A_t``, ``ent_coef`` and ``1 / n``.
+
+    Returns
+    -------
+    logp, ent : float
+        ``log pi(a|s) = sum_g log softmax(z_g)[a_g]`` and ``H = sum_g H_g``.
+
+    Notes
+    -----
+    Per group, the Categorical formula of ``_block_loss_grad`` with the group's own
+    entropy: ``dL/dz_gk = scale (-A (1[k=a_g] - p_gk) + ent_coef p_gk (log p_gk +
+    H_g))`` (SB3 ``MultiCategoricalDistribution``).
+    """
+    n_groups = layout[L_ACTION_COLS]
+    gbase = HEADER + REC * (layout[L_N_PI] + layout[L_N_VF])
+    logp = 0.0
+    ent = 0.0
+    off = 0
+    for gi in range(n_groups):
+        ng = layout[gbase + gi]
+        o = hs + off
+        lse = _logsumexp_jit(w, o, ng)
+        h = 0.0
+        for k in range(ng):
+            lp = w[o + k] - lse
+            h -= math.exp(lp) * lp
+        a = int(a_row[gi])
+        logp += w[o + a] - lse
+        for k in range(ng):
+            lp = w[o + k] - lse
+            p = math.exp(lp)
+            ind = 1.0 if k == a else 0.0
+            w[ds + off + k] = scale * (-adv * (ind - p) + ent_coef * p * (lp + h))
+        ent += h
+        off += ng
+    return logp, ent
+
+
+_multi_cat_head_grad_jit = numba.njit(cache=True, nogil=True)(_multi_cat_head_grad)
+
+
+def _sde_std_sq(theta, layout, w, sq):
+    """Write ``std**2 = exp(2 log_std)`` of a gSDE head into ``w[sq:]``.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+    layout : ndarray of int64
+        A gSDE layout (``layout[2] == 3``).
+    w : ndarray of float64, 1-D
+        Workspace; ``w[sq:sq + latent_dim * action_dim]`` is written, row-major like
+        ``log_std``.
+    sq : int
+        Offset (``work_size - 2 * block * max_width - latent_dim * action_dim``).
+    """
+    ls_off = layout[L_LOG_STD]
+    n_ls = layout[L_N_PARAMS] - ls_off
+    for j in range(n_ls):
+        w[sq + j] = math.exp(2.0 * theta[ls_off + j])
+
+
+_sde_std_sq_jit = numba.njit(cache=True, nogil=True)(_sde_std_sq)
+
+
+def _sde_var(w, sq, lat, lat_off, n_lat, k_out, k):
+    """gSDE variance ``sigma_k**2 = sum_j h_j**2 std_jk**2 + 1e-6`` of one sample.
+
+    Parameters
+    ----------
+    w : ndarray of float64, 1-D
+        Workspace with ``std**2`` at ``w[sq:]`` (``_sde_std_sq``).
+    sq : int
+        Its offset.
+    lat : ndarray of float64, 1-D
+        Holds the sample's latent ``h`` at ``lat[lat_off:lat_off + n_lat]``.
+    lat_off, n_lat, k_out, k : int
+        Offset and size of ``h``, action dimension, action coordinate.
+
+    Returns
+    -------
+    float
+        SB3 ``th.mm(latent_sde**2, std**2)[k] + epsilon`` (``sigma_k = sqrt`` of it).
+    """
+    var = 0.0
+    for j in range(n_lat):
+        hj = lat[lat_off + j]
+        var += hj * hj * w[sq + j * k_out + k]
+    return var + SDE_EPSILON
+
+
+_sde_var_jit = numba.njit(cache=True, nogil=True)(_sde_var)
+
+
+def _sde_head_grad(
+    layout, w, hs, ds, sq, lat, lat_off, a_row, adv, ent_coef, scale, g
+):
+    """Log-prob, entropy and gradients of one sample, gSDE Gaussian head.
+
+    Parameters
+    ----------
+    layout : ndarray of int64
+        A gSDE layout (``layout[2] == 3``).
+    w : ndarray of float64, 1-D
+        Workspace: mean ``mu`` at ``w[hs:hs + action_dim]``; ``dL/dmu`` is written at
+        ``w[ds:ds + action_dim]``; ``std**2`` at ``w[sq:]`` (``_sde_std_sq``).
+    hs, ds, sq : int
+        Offsets.
+    lat : ndarray of float64, 1-D
+        Holds the latent ``h`` at ``lat[lat_off:lat_off + latent_dim]``.
+    lat_off : int
+        Its offset.
+    a_row : ndarray of float64, shape (action_dim,)
+        The action ``a``.
+    adv, ent_coef, scale : float
+        ``A_t``, ``ent_coef`` and ``1 / n``.
+    g : ndarray of float64, shape (n_params,)
+        Gradient accumulator; ``dL/dlog_std`` is added to it.
+
+    Returns
+    -------
+    logp, ent : float
+        ``sum_k log N(a_k; mu_k, sigma_k)`` and ``sum_k (0.5 + 0.5 log(2 pi) + log
+        sigma_k)``.
+
+    Notes
+    -----
+    With ``v_k = sigma_k**2``: ``dL/dmu_k = scale (-A (a_k - mu_k) / v_k)``, ``dL/dv_k
+    = scale (-A ((a_k - mu_k)**2 / v_k - 1) - ent_coef) / (2 v_k)`` and
+    ``dL/dlog_std_jk = dL/dv_k * 2 h_j**2 std_jk**2``. ``h`` is a constant in ``v``
+    (SB3 ``learn_features=False`` detaches it): no gradient reaches the hidden layers
+    through ``sigma``.
+    """
+    k_out = layout[L_N_OUT]
+    ls_off = layout[L_LOG_STD]
+    n_lat = layout[HEADER + REC * (layout[L_N_PI] - 1) + 2]
+    logp = 0.0
+    ent = 0.0
+    for k in range(k_out):
+        var = _sde_var_jit(w, sq, lat, lat_off, n_lat, k_out, k)
+        inv_var = 1.0 / var
+        half_log_var = 0.5 * math.log(var)
+        diff = a_row[k] - w[hs + k]
+        logp += -0.5 * diff * diff * inv_var - half_log_var - HALF_LOG_2PI
+        ent += 0.5 + HALF_LOG_2PI + half_log_var
+        w[ds + k] = scale * (-adv * diff * inv_var)
+        dv = scale * 0.5 * inv_var * (-adv * (diff * diff * inv_var - 1.0) - ent_coef)
+        for j in range(n_lat):
+            hj = lat[lat_off + j]
+            g[ls_off + j * k_out + k] += 2.0 * dv * hj * hj * w[sq + j * k_out + k]
+    return logp, ent
+
+
+# error_model="numpy": v_k >= 1e-6, so the divisions never raise; no ZeroDivisionError
+# branch (as in the layer kernels).
+_sde_head_grad_jit = numba.njit(cache=True, nogil=True, error_model="numpy")(
+    _sde_head_grad
+)
+
+
 def _block_loss_grad(
     theta,
     layout,
@@ -751,6 +1136,7 @@ def _block_loss_grad(
     + ent_coef p_k (log p_k + H)``; Gaussian with mean ``mu``, ``sigma =
     exp(log_std)``: ``dL/dmu = -A (a - mu) / sigma**2``, ``dL/dlog_std = -A ((a -
     mu)**2 / sigma**2 - 1) - ent_coef``; value: ``dL/dV = -2 vf_coef (R - V)``.
+    Categorical and Gaussian heads only; the others go to ``_block_loss_grad_ext``.
     """
     n_pi = layout[L_N_PI]
     k_out = layout[L_N_OUT]
@@ -809,6 +1195,121 @@ def _block_loss_grad(
 _block_loss_grad_jit = numba.njit(cache=True, nogil=True)(_block_loss_grad)
 
 
+def _block_loss_grad_ext(
+    theta,
+    layout,
+    x,
+    actions,
+    advantages,
+    returns,
+    i0,
+    m,
+    ent_coef,
+    vf_coef,
+    scale,
+    w,
+    g,
+):
+    """``_block_loss_grad`` for the multi-categorical and gSDE heads (``layout[2]`` 2, 3).
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+    layout : ndarray of int64
+    x : ndarray of float64, shape (n * obs_dim,)
+        Flattened observations ``s_t`` of the whole batch.
+    actions : ndarray of float64, shape (n, action_cols)
+        Actions ``a_t`` (index in column 0 if discrete, group ``g``'s index in column
+        ``g`` if multi-categorical).
+    advantages, returns : ndarray of float64, shape (n,)
+        ``A_t`` and ``R_t`` (constants: no gradient flows into them).
+    i0, m : int
+        First sample and block size (``<= layout[11]``).
+    ent_coef, vf_coef : float
+        Loss coefficients.
+    scale : float
+        ``1 / n`` (the loss is a batch mean).
+    w : ndarray of float64, shape (work_size,)
+        Workspace.
+    g : ndarray of float64, shape (n_params,)
+        Gradient accumulator.
+
+    Returns
+    -------
+    sum_neg_logp_adv, sum_entropy, sum_sq_err : float
+        Block sums of ``-log pi(a_t|s_t) A_t``, ``H(pi(.|s_t))``, ``(R_t - V(s_t))**2``.
+
+    Notes
+    -----
+    Equivalent to ``g += scale * grad_theta sum_t [-A_t log pi(a_t|s_t)
+    - ent_coef H(pi(.|s_t)) + vf_coef (R_t - V(s_t))**2]`` like ``_block_loss_grad``,
+    with the head gradients of ``_multi_cat_head_grad`` (the Categorical formula per
+    group) or ``_sde_head_grad`` (gSDE, the latent ``h`` detached in ``sigma``). A
+    separate function so the compiled code of the Categorical and Gaussian heads stays
+    exactly what it was before these heads existed (LLVM's inlining and vectorisation
+    of the fastmath layer loops depend on the size of the function around them).
+    """
+    n_pi = layout[L_N_PI]
+    k_out = layout[L_N_OUT]
+    blk = layout[L_BLOCK]
+    d0 = layout[L_WORK_SIZE] - 2 * blk * layout[L_MAX_WIDTH]
+    d1 = d0 + blk * layout[L_MAX_WIDTH]
+    x_off = i0 * layout[L_OBS_DIM]
+    head = _mlp_forward_jit(theta, layout, 0, n_pi, x, x_off, m, w)
+    vhead = _mlp_forward_jit(theta, layout, n_pi, layout[L_N_VF], x, x_off, m, w)
+    kind = layout[L_CONTINUOUS]
+    # gSDE: std**2 once per block, and where the latents h (action_net's inputs) are.
+    sq = 0
+    lat = x
+    lat_off = x_off
+    n_lat = layout[HEADER + REC * (n_pi - 1) + 2]
+    if kind == HEAD_SDE:
+        sq = d0 - layout[L_N_PARAMS] + layout[L_LOG_STD]
+        _sde_std_sq_jit(theta, layout, w, sq)
+        if n_pi > 1:
+            lat = w
+            lat_off = blk * layout[HEADER + REC * (n_pi - 2) + 4]
+    s_pl = 0.0
+    s_ent = 0.0
+    s_vl = 0.0
+    for s in range(m):
+        adv = advantages[i0 + s]
+        a_row = actions[i0 + s]
+        hs = head + s * k_out
+        ds = d0 + s * k_out
+        if kind == HEAD_MULTI_CATEGORICAL:
+            logp, ent = _multi_cat_head_grad_jit(
+                layout, w, hs, ds, a_row, adv, ent_coef, scale
+            )
+        else:
+            logp, ent = _sde_head_grad_jit(
+                layout,
+                w,
+                hs,
+                ds,
+                sq,
+                lat,
+                lat_off + s * n_lat,
+                a_row,
+                adv,
+                ent_coef,
+                scale,
+                g,
+            )
+        s_pl -= logp * adv
+        s_ent += ent
+    _mlp_backward_jit(theta, layout, 0, n_pi, x, x_off, m, w, d0, d1, g)
+    for s in range(m):
+        err = returns[i0 + s] - w[vhead + s]
+        s_vl += err * err
+        w[d0 + s] = scale * (-2.0 * vf_coef * err)
+    _mlp_backward_jit(theta, layout, n_pi, layout[L_N_VF], x, x_off, m, w, d0, d1, g)
+    return s_pl, s_ent, s_vl
+
+
+_block_loss_grad_ext_jit = numba.njit(cache=True, nogil=True)(_block_loss_grad_ext)
+
+
 def _head_log_prob(theta, layout, w, hs, a_row):
     """Log-density of an action under one sample's policy head.
 
@@ -844,6 +1345,96 @@ def _head_log_prob(theta, layout, w, hs, a_row):
 
 
 _head_log_prob_jit = numba.njit(cache=True, nogil=True)(_head_log_prob)
+
+
+def _head_log_prob_ext(theta, layout, w, hs, a_row, lat, lat_off, sq):
+    """``_head_log_prob`` for the multi-categorical and gSDE heads.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        Parameters (for ``log_std``).
+    layout : ndarray of int64
+    w : ndarray of float64, 1-D
+        Workspace with the head output (logits or mean) at ``w[hs:hs + n_act_outputs]``
+        and, gSDE only, ``std**2`` at ``w[sq:]`` (``_sde_std_sq``).
+    hs : int
+        Offset of the head output.
+    a_row : ndarray of float64, shape (action_cols,)
+        The action ``a``.
+    lat : ndarray of float64, 1-D
+        gSDE only: holds the latent ``h`` at ``lat[lat_off:lat_off + latent_dim]``.
+    lat_off, sq : int
+        gSDE only: offsets of ``h`` and of ``std**2``.
+
+    Returns
+    -------
+    float
+        ``log pi(a|s)``: ``sum_g (logits_g[a_g] - logsumexp(logits_g))``
+        (multi-categorical) or the gSDE Gaussian log-density summed over dimensions
+        (SB3 ``Distribution.log_prob``).
+    """
+    k_out = layout[L_N_OUT]
+    kind = layout[L_CONTINUOUS]
+    if kind == HEAD_SDE:
+        n_lat = layout[HEADER + REC * (layout[L_N_PI] - 1) + 2]
+        logp = 0.0
+        for k in range(k_out):
+            var = _sde_var_jit(w, sq, lat, lat_off, n_lat, k_out, k)
+            diff = a_row[k] - w[hs + k]
+            logp += -0.5 * diff * diff / var - 0.5 * math.log(var) - HALF_LOG_2PI
+        return logp
+    gbase = HEADER + REC * (layout[L_N_PI] + layout[L_N_VF])
+    logp = 0.0
+    off = hs
+    for gi in range(layout[L_ACTION_COLS]):
+        ng = layout[gbase + gi]
+        logp += w[off + int(a_row[gi])] - _logsumexp_jit(w, off, ng)
+        off += ng
+    return logp
+
+
+_head_log_prob_ext_jit = numba.njit(cache=True, nogil=True)(_head_log_prob_ext)
+
+
+def _categorical_draw(w, off, k_out, deterministic, u):
+    """Index drawn from the Categorical with logits ``w[off:off + k_out]``.
+
+    Parameters
+    ----------
+    w : ndarray of float64, 1-D
+        Buffer holding the logits.
+    off, k_out : int
+        Offset and count.
+    deterministic : bool
+        Return the arg max (first one on ties) instead of a draw.
+    u : float
+        A uniform on [0, 1).
+
+    Returns
+    -------
+    int
+        Inverse CDF at ``u``: ``searchsorted(cumsum(softmax(logits)), u,
+        side="right")``, capped at ``k_out - 1`` (rounding of the cumulative sum).
+    """
+    best = 0
+    if deterministic:
+        for k in range(1, k_out):
+            if w[off + k] > w[off + best]:
+                best = k
+    else:
+        lse = _logsumexp_jit(w, off, k_out)
+        c = 0.0
+        best = k_out - 1
+        for k in range(k_out):
+            c += math.exp(w[off + k] - lse)
+            if u < c:
+                best = k
+                break
+    return best
+
+
+_categorical_draw_jit = numba.njit(cache=True, nogil=True)(_categorical_draw)
 
 
 def _sample_action(theta, layout, w, hs, deterministic, noise_row, a_row):
@@ -901,6 +1492,61 @@ def _sample_action(theta, layout, w, hs, deterministic, noise_row, a_row):
 _sample_action_jit = numba.njit(cache=True, nogil=True)(_sample_action)
 
 
+def _sample_action_ext(
+    theta, layout, w, hs, deterministic, noise_row, a_row, lat, lat_off
+):
+    """``_sample_action`` for the multi-categorical and gSDE heads.
+
+    Parameters
+    ----------
+    theta : ndarray of float64, shape (n_params,)
+        Parameters (unused; for symmetry with ``_sample_action``).
+    layout : ndarray of int64
+    w : ndarray of float64, 1-D
+        Workspace with the head output at ``w[hs:hs + n_act_outputs]``.
+    hs : int
+        Offset of the head output.
+    deterministic : bool
+        Take the mode (arg max per group, ``mu``) instead of a draw.
+    noise_row : ndarray of float64, shape (noise_cols(layout),)
+        One uniform on [0, 1) per group (multi-categorical) or the row-major flattened
+        exploration matrix ``E`` of shape ``(latent_dim, action_dim)`` (gSDE).
+    a_row : ndarray of float64, shape (action_cols,)
+        Written.
+    lat : ndarray of float64, 1-D
+        gSDE only: holds the latent ``h`` at ``lat[lat_off:lat_off + latent_dim]``.
+    lat_off : int
+        gSDE only: offset of ``h``.
+
+    Notes
+    -----
+    Multi-categorical: inverse CDF of group ``g`` at ``noise_row[g]``
+    (``_categorical_draw``); gSDE: ``mu + h @ E`` (SB3
+    ``StateDependentNoiseDistribution.sample`` with ``get_noise``). Equivalent to SB3's
+    ``Distribution.get_actions(deterministic)`` with the randomness supplied by the
+    caller.
+    """
+    k_out = layout[L_N_OUT]
+    if layout[L_CONTINUOUS] == HEAD_SDE:
+        n_lat = layout[HEADER + REC * (layout[L_N_PI] - 1) + 2]
+        for k in range(k_out):
+            noise = 0.0
+            if not deterministic:
+                for j in range(n_lat):
+                    noise += lat[lat_off + j] * noise_row[j * k_out + k]
+            a_row[k] = w[hs + k] + noise
+        return
+    gbase = HEADER + REC * (layout[L_N_PI] + layout[L_N_VF])
+    off = hs
+    for gi in range(layout[L_ACTION_COLS]):
+        ng = layout[gbase + gi]
+        a_row[gi] = _categorical_draw_jit(w, off, ng, deterministic, noise_row[gi])
+        off += ng
+
+
+_sample_action_ext_jit = numba.njit(cache=True, nogil=True)(_sample_action_ext)
+
+
 def _predict_values(theta, layout, obs, out_values):
     """Values ``V(s)`` for a batch (the value net only).
 
@@ -936,6 +1582,111 @@ predict_values = numba.njit(
 )(_predict_values)
 
 
+def _policy_act_value_ext(
+    theta,
+    layout,
+    obs,
+    deterministic,
+    noise,
+    out_actions,
+    out_values,
+    out_log_probs,
+    with_value,
+):
+    """``_policy_act_value`` for the multi-categorical and gSDE heads.
+
+    Parameters
+    ----------
+    theta, layout, obs, deterministic, noise, out_actions, out_values, out_log_probs
+        As in :func:`policy_act_value`; ``out_values``/``out_log_probs`` are untouched
+        when ``with_value`` is false (pass empty arrays).
+    with_value : bool
+        Also compute ``V(s)`` and ``log pi(a|s)``.
+
+    Raises
+    ------
+    ValueError
+        If ``noise`` has fewer than ``n`` rows or ``noise_cols(layout)`` columns and
+        ``deterministic`` is false.
+
+    Notes
+    -----
+    Equivalent to ``policy_act`` followed (if ``with_value``) by ``predict_values`` and
+    the log-density of the drawn actions.
+    """
+    w = np.empty(layout[L_WORK_SIZE])
+    x = obs.reshape(-1)
+    n = obs.shape[0]
+    blk = layout[L_BLOCK]
+    n_pi = layout[L_N_PI]
+    k_out = layout[L_N_OUT]
+    obs_dim = layout[L_OBS_DIM]
+    kind = layout[L_CONTINUOUS]
+    # gSDE: where the latents h are, and std**2 (for the log-densities).
+    n_lat = layout[HEADER + REC * (n_pi - 1) + 2]
+    lat = x
+    lat_base = 0
+    sq = 0
+    if kind == HEAD_SDE:
+        if n_pi > 1:
+            lat = w
+            lat_base = blk * layout[HEADER + REC * (n_pi - 2) + 4]
+        sq = (
+            layout[L_WORK_SIZE]
+            - 2 * blk * layout[L_MAX_WIDTH]
+            - layout[L_N_PARAMS]
+            + layout[L_LOG_STD]
+        )
+        if with_value:
+            _sde_std_sq_jit(theta, layout, w, sq)
+    if not deterministic:
+        cols = layout[L_ACTION_COLS]
+        if kind == HEAD_GAUSSIAN:
+            cols = k_out
+        elif kind == HEAD_SDE:
+            cols = n_lat * k_out
+        if noise.shape[0] < n or noise.shape[1] < cols:
+            raise ValueError("noise needs shape (n, noise_cols(layout))")
+    for i0 in range(0, n, blk):
+        m = min(blk, n - i0)
+        head = _mlp_forward_jit(theta, layout, 0, n_pi, x, i0 * obs_dim, m, w)
+        # Latent of sample s at lat_s + s * n_lat (the observations when n_pi == 1).
+        lat_s = lat_base if n_pi > 1 else i0 * obs_dim
+        for s in range(m):
+            i = i0 + s
+            _sample_action_ext_jit(
+                theta,
+                layout,
+                w,
+                head + s * k_out,
+                deterministic,
+                noise[i],
+                out_actions[i],
+                lat,
+                lat_s + s * n_lat,
+            )
+            if with_value:
+                out_log_probs[i] = _head_log_prob_ext_jit(
+                    theta,
+                    layout,
+                    w,
+                    head + s * k_out,
+                    out_actions[i],
+                    lat,
+                    lat_s + s * n_lat,
+                    sq,
+                )
+        if with_value:
+            vhead = _mlp_forward_jit(
+                theta, layout, n_pi, layout[L_N_VF], x, i0 * obs_dim, m, w
+            )
+            for s in range(m):
+                out_values[i0 + s] = w[vhead + s]
+
+
+_policy_act_value_ext_jit = numba.njit(cache=True, nogil=True)(_policy_act_value_ext)
+
+
 def _policy_act_value(
     theta,
     layout,
@@ -960,7 +1711,8 @@ def _policy_act_value(
     Notes
     -----
     Equivalent to ``policy_act`` followed (if ``with_value``) by ``predict_values`` and
-    the log-density of the drawn actions.
+    the log-density of the drawn actions. Categorical and Gaussian heads only (the
+    public kernels send the others to ``_policy_act_value_ext``).
     """
     w = np.empty(layout[L_WORK_SIZE])
     x = obs.reshape(-1)
@@ -1008,24 +1760,41 @@ def _policy_act(theta, layout, obs, deterministic, noise, out_actions):
     obs : ndarray of float64, shape (n, obs_dim)
     deterministic : bool
         Mode of the distribution (arg max / mean) instead of a draw.
-    noise : ndarray of float64, shape (n, action_cols)
-        Uniforms on [0, 1) in column 0 (Discrete) or standard normals (Box), e.g.
-        ``rng.random((n, 1))`` / ``rng.standard_normal((n, d))``; ignored when
-        ``deterministic``. Supplying it keeps the kernel deterministic
-        (docs/design.rst, "Randomness").
+    noise : ndarray of float64, shape (n, noise_cols(layout))
+        The randomness, ignored when ``deterministic``: a uniform on [0, 1) (Discrete,
+        ``rng.random((n, 1))``), one uniform per group (multi-categorical,
+        ``rng.random((n, G))``), standard normals (Box, ``rng.standard_normal((n,
+        d))``) or, with gSDE, row ``i`` the row-major flattened exploration matrix
+        ``E_i`` of shape ``(latent_dim, d)`` used for sample ``i``
+        (:func:`sample_exploration`). Supplying it keeps the kernel deterministic
+        (docs/design.rst, "Randomness"). Extra columns are ignored.
     out_actions : ndarray of float64, shape (n, action_cols)
-        Written: action index as float (Discrete) or unclipped Gaussian sample (Box;
-        the caller clips to the action space as SB3 does, the log-prob uses this value).
+        Written: action index as float (Discrete), one index per group
+        (multi-categorical) or unclipped Gaussian sample (Box; the caller clips to the
+        action space as SB3 does, the log-prob uses this value).
+
+    Raises
+    ------
+    ValueError
+        If ``noise`` is too small and ``deterministic`` is false.
 
     Notes
     -----
     Equivalent to ``searchsorted(cumsum(softmax(logits)), u, side="right")`` per row
-    (Discrete) or ``mu + exp(log_std) * noise`` (Box).
+    (Discrete) and per group (multi-categorical), ``mu + exp(log_std) * noise`` (Box)
+    or ``mu + h @ E_i`` with the latent ``h`` (gSDE, SB3
+    ``StateDependentNoiseDistribution.sample``); the mode is the arg max per group or
+    ``mu``.
     """
     empty = np.empty(0)
-    _policy_act_value_jit(
-        theta, layout, obs, deterministic, noise, out_actions, empty, empty, False
-    )
+    if layout[L_CONTINUOUS] >= HEAD_MULTI_CATEGORICAL:
+        _policy_act_value_ext_jit(
+            theta, layout, obs, deterministic, noise, out_actions, empty, empty, False
+        )
+    else:
+        _policy_act_value_jit(
+            theta, layout, obs, deterministic, noise, out_actions, empty, empty, False
+        )
 
 
 policy_act = numba.njit(
@@ -1052,17 +1821,30 @@ def _policy_act_value_public(
     Equivalent to ``policy_act`` followed by ``predict_values`` and the log-density of
     the drawn actions, in one pass over the batch.
     """
-    _policy_act_value_jit(
-        theta,
-        layout,
-        obs,
-        deterministic,
-        noise,
-        out_actions,
-        out_values,
-        out_log_probs,
-        True,
-    )
+    if layout[L_CONTINUOUS] >= HEAD_MULTI_CATEGORICAL:
+        _policy_act_value_ext_jit(
+            theta,
+            layout,
+            obs,
+            deterministic,
+            noise,
+            out_actions,
+            out_values,
+            out_log_probs,
+            True,
+        )
+    else:
+        _policy_act_value_jit(
+            theta,
+            layout,
+            obs,
+            deterministic,
+            noise,
+            out_actions,
+            out_values,
+            out_log_probs,
+            True,
+        )
 
 
 policy_act_value = numba.njit(
@@ -1097,7 +1879,8 @@ def _a2c_loss_grad(
     obs : ndarray of float64, shape (n, obs_dim)
         Observations ``s_t`` of the rollout, ``n >= 1``.
     actions : ndarray of float64, shape (n, action_cols)
-        Actions ``a_t`` (index in column 0 if discrete).
+        Actions ``a_t`` (index in column 0 if discrete, group ``g``'s index in column
+        ``g`` if multi-categorical).
     advantages : ndarray of float64, shape (n,)
         ``A_t`` (e.g. from ``a2c.compute_returns_and_advantages``; normalise them
         beforehand if wanted).
@@ -1197,15 +1980,116 @@ def _a2c_loss_grad(
     return losses_out[0] + ent_coef * losses_out[1] + vf_coef * losses_out[2]
 
 
+def _rebind(fn, suffix, **names):
+    """Copy of a kernel body that sees other objects under some global names.
+
+    Parameters
+    ----------
+    fn : function
+        Plain kernel body.
+    suffix : str
+        Appended to ``__name__``/``__qualname__`` (numba names the cache file after
+        the qualified name, see ``parallel_twin``).
+    **names
+        Globals to replace, e.g. the block kernel a body calls.
+
+    Returns
+    -------
+    function
+        Same code and docstring, globals ``fn.__globals__`` updated with ``names`` (a
+        snapshot of the module's globals at the call).
+    """
+    twin = type(fn)(
+        fn.__code__,
+        {**fn.__globals__, **names},
+        fn.__name__ + suffix,
+        fn.__defaults__,
+        fn.__closure__,
+    )
+    twin.__qualname__ = fn.__qualname__ + suffix
+    twin.__doc__ = fn.__doc__
+    return twin
+
+
+# The multi-categorical and gSDE heads run the same batch loop over
+# _block_loss_grad_ext. The public kernels pick a body per layout, so the Categorical
+# and Gaussian heads run the unchanged functions from before the other heads existed
+# (their gradients, losses, actions and log-probs were checked bit for bit against
+# that build) and pay no per-sample branch for them.
+_a2c_loss_grad_ext = _rebind(
+    _a2c_loss_grad, "_ext", _block_loss_grad_jit=_block_loss_grad_ext_jit
+)
+_a2c_loss_grad_jit = numba.njit(cache=True, nogil=True)(_a2c_loss_grad)
+_a2c_loss_grad_ext_jit = numba.njit(cache=True, nogil=True)(_a2c_loss_grad_ext)
+_a2c_loss_grad_parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)(
+    parallel_twin(_a2c_loss_grad)
+)
+_a2c_loss_grad_ext_parallel_jit = numba.njit(
+    cache=True, nogil=True, parallel=True
+)(parallel_twin(_a2c_loss_grad_ext))
+
+
+def _a2c_loss_grad_public(
+    theta,
+    layout,
+    obs,
+    actions,
+    advantages,
+    returns,
+    ent_coef,
+    vf_coef,
+    grad_out,
+    losses_out,
+    grad_slabs,
+    work,
+):
+    if layout[L_CONTINUOUS] < HEAD_MULTI_CATEGORICAL:
+        return _a2c_loss_grad_jit(
+            theta,
+            layout,
+            obs,
+            actions,
+            advantages,
+            returns,
+            ent_coef,
+            vf_coef,
+            grad_out,
+            losses_out,
+            grad_slabs,
+            work,
+        )
+    return _a2c_loss_grad_ext_jit(
+        theta,
+        layout,
+        obs,
+        actions,
+        advantages,
+        returns,
+        ent_coef,
+        vf_coef,
+        grad_out,
+        losses_out,
+        grad_slabs,
+        work,
+    )
+
+
+_a2c_loss_grad_public.__doc__ = _a2c_loss_grad.__doc__
+
 _A2C_SIG = (
     f"float64({_F1}, {_I1}, {_F2}, {_F2}, {_F1}, {_F1}, float64, float64, "
     f"{_F1}, {_F1}, {_F2}, {_F2})"
 )
 
 
-a2c_loss_grad = numba.njit(_A2C_SIG, cache=True, nogil=True)(_a2c_loss_grad)
-a2c_loss_grad_parallel = numba.njit(_A2C_SIG, cache=True, nogil=True, parallel=True)(
-    parallel_twin(_a2c_loss_grad)
+a2c_loss_grad = numba.njit(_A2C_SIG, cache=True, nogil=True)(_a2c_loss_grad_public)
+a2c_loss_grad_parallel = numba.njit(_A2C_SIG, cache=True, nogil=True)(
+    _rebind(
+        _a2c_loss_grad_public,
+        "_parallel",
+        _a2c_loss_grad_jit=_a2c_loss_grad_parallel_jit,
+        _a2c_loss_grad_ext_jit=_a2c_loss_grad_ext_parallel_jit,
+    )
 )
 
 

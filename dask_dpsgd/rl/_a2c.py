@@ -28,6 +28,10 @@ import numpy as np
 
 from dask_dpsgd._kernels import a2c, nn
 from dask_dpsgd._server.state import A2CParams, A2CRule, A2CUpdate
+
+# Defined in _utils (model files read it without importing this plug-in); named here
+# too, where pickles of agents fitted before the move look for it.
+from dask_dpsgd._utils._rl_plain import LinearSchedule  # noqa: F401
 from dask_dpsgd.algorithm import AlgorithmBase, WorkerContext, WorkerReport
 from dask_dpsgd.rl._envs import EnvSpec, make_env, make_vector_env, space_info
 
@@ -61,6 +65,7 @@ class A2CConfig:
     push_every: int
     normalize_reward: bool = False
     clip_reward: float = 10.0
+    sde_sample_freq: int = -1  # gSDE layouts: steps between exploration draws
 
 
 def learning_rate_at(learning_rate: float | Callable[[float], float],
@@ -85,46 +90,6 @@ def learning_rate_at(learning_rate: float | Callable[[float], float],
                          f"progress_remaining={progress_remaining:.4g}; it must return a "
                          "finite number >= 0")
     return lr
-
-
-class LinearSchedule:
-    """A learning rate falling linearly from ``initial`` to ``final`` over training.
-
-    Called with the remaining progress ``p`` (1 at the start, 0 at the end), it returns
-    ``final + p * (initial - final)``: rl-zoo's ``lin_7e-4`` is
-    ``LinearSchedule(7e-4)``. A plain class, so an agent using it can be cloned,
-    pickled, checkpointed and saved.
-
-    Parameters
-    ----------
-    initial : float
-        The rate at the start (> 0).
-    final : float, default=0.0
-        The rate at the end (>= 0).
-    """
-
-    def __init__(self, initial: float, final: float = 0.0) -> None:
-        initial, final = float(initial), float(final)
-        if not (math.isfinite(initial) and initial > 0):
-            raise ValueError(f"LinearSchedule: initial must be a finite number > 0, got "
-                             f"{initial!r}")
-        if not (math.isfinite(final) and final >= 0):
-            raise ValueError(f"LinearSchedule: final must be a finite number >= 0, got "
-                             f"{final!r}")
-        self.initial, self.final = initial, final
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.final + progress_remaining * (self.initial - self.final)
-
-    def __repr__(self) -> str:
-        return f"LinearSchedule({self.initial!r}, {self.final!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, LinearSchedule)
-                and (self.initial, self.final) == (other.initial, other.final))
-
-    def __hash__(self) -> int:
-        return hash((self.initial, self.final))
 
 
 class RolloutBuffer:
@@ -207,6 +172,7 @@ class A2CWorker:
         self.info = info
         self.obs_dim = info.obs_dim
         self.action_cols = info.action.cols
+        self.sde = cfg.layout[nn.L_CONTINUOUS] == nn.HEAD_SDE
         self.layout = np.asarray(cfg.layout, dtype=np.int64)
         self.next_step_mode = (env.metadata.get("autoreset_mode")
                                == gym.vector.AutoresetMode.NEXT_STEP)
@@ -316,14 +282,23 @@ class A2CWorker:
         """``n_steps`` steps in every environment into the rollout buffer, with the
         episodes that finish (stamped with the global step they end at)."""
         cfg, buf, info, n_envs = self.cfg, self.buf, self.info, self.cfg.n_envs
-        noise = draw_noise(self.rng, cfg.layout, (cfg.n_steps, n_envs))
+        if self.sde:
+            # gSDE (SB3's collect_rollouts): one exploration matrix per environment,
+            # drawn at the rollout's start and every sde_sample_freq steps.
+            explore = draw_noise(self.rng, cfg.layout, (n_envs,), self.theta)
+        else:
+            noise = draw_noise(self.rng, cfg.layout, (cfg.n_steps, n_envs), self.theta)
         for t in range(cfg.n_steps):
+            if self.sde and t > 0 and cfg.sde_sample_freq > 0 and (
+                    t % cfg.sde_sample_freq == 0):
+                explore = draw_noise(self.rng, cfg.layout, (n_envs,), self.theta)
             if cfg.normalize_observations:
                 self.batch_count = a2c.running_mean_std_update(
                     self.batch_mean, self.batch_var, self.batch_count, self.obs)
             buf.obs[t] = self._normalize(self.obs, self.norm_obs)
             tc = time.perf_counter()
-            nn.policy_act_value(self.theta, self.layout, buf.obs[t], False, noise[t],
+            nn.policy_act_value(self.theta, self.layout, buf.obs[t], False,
+                                explore if self.sde else noise[t],
                                 buf.actions[t], buf.values[t], buf.log_probs[t])
             self.compute_s += time.perf_counter() - tc
             # The log-probability uses the unclipped sample; the env gets it clipped
@@ -556,12 +531,18 @@ class A2CAlgorithm(AlgorithmBase):
 
 
 def draw_noise(rng: np.random.Generator, layout: tuple[int, ...],
-               batch: tuple[int, ...]) -> np.ndarray:
-    """The randomness the action kernels take for a batch of shape ``batch``: standard
-    normals (Gaussian head) or uniforms on [0, 1) (categorical heads), one column per
-    action column."""
-    cols = layout[10]
-    if layout[2] == 1:
+               batch: tuple[int, ...], theta: np.ndarray) -> np.ndarray:
+    """The randomness the action kernels take for a batch of shape ``batch``
+    (:func:`nn.noise_cols` columns): standard normals (Gaussian head), uniforms on
+    [0, 1) (categorical heads), or gSDE exploration matrices drawn from ``theta``'s
+    ``log_std`` (:func:`nn.sample_exploration`), one per sample."""
+    head = layout[nn.L_CONTINUOUS]
+    if head == nn.HEAD_SDE:
+        n = int(np.prod(batch))
+        return nn.sample_exploration(theta, layout, rng, n).reshape(
+            *batch, nn.noise_cols(layout))
+    cols = nn.noise_cols(layout)
+    if head == nn.HEAD_GAUSSIAN:
         return rng.standard_normal((*batch, cols))
     return rng.random((*batch, cols))
 
@@ -580,7 +561,7 @@ def act(theta: np.ndarray, layout: tuple[int, ...], obs: np.ndarray,
         a2c.normalize_obs(obs, obs_mean, obs_var, clip_obs, 1e-8, out)
         obs = out
     n = obs.shape[0]
-    noise = draw_noise(rng, layout, (n,))
+    noise = draw_noise(rng, layout, (n,), theta)
     actions = np.empty((n, layout[10]))
     nn.policy_act(theta, np.asarray(layout, dtype=np.int64), obs, deterministic, noise,
                   actions)

@@ -24,13 +24,13 @@ from dask_dpsgd._utils._checkpoint import (
     save_checkpoint,
 )
 from dask_dpsgd._utils._report import record_layout, record_server
+from dask_dpsgd._utils._rl_plain import LinearSchedule
 from dask_dpsgd._utils._validation import PARALLELISM
 from dask_dpsgd.engine._live import live_page_banner
 from dask_dpsgd.exceptions import _warn_stale_updates
 from dask_dpsgd.rl._a2c import (
     A2CAlgorithm,
     A2CConfig,
-    LinearSchedule,
     act,
     learning_rate_at,
     run_episodes,
@@ -127,7 +127,18 @@ class HSA2CAgent(BaseEstimator):
         the dict may be empty: a linear head on the observation).
     activation : {"tanh", "relu"}, default="tanh"
     log_std_init : float, default=0.0
-        Initial log standard deviation of Gaussian (Box) policies.
+        Initial log standard deviation of Gaussian (Box) policies (with ``use_sde``,
+        of every entry of gSDE's ``log_std`` matrix).
+    use_sde : bool, default=False
+        Generalized state-dependent exploration for Box actions (Raffin et al., 2022),
+        as stable-baselines3's ``use_sde``: the exploration noise is ``h(s) @ E``,
+        ``h(s)`` the policy net's last hidden layer and ``E`` a matrix drawn from
+        ``N(0, exp(log_std)**2)`` (``log_std`` a learned latent x action matrix), so
+        the action's variance depends on the state and the noise is smooth in time.
+        rl-zoo's continuous-control A2C settings use it (with ``log_std_init=-2``).
+    sde_sample_freq : int, default=-1
+        Steps between draws of each environment's ``E`` within a rollout; ``-1``: once
+        per rollout (stable-baselines3's default).
     ortho_init : bool, default=True
         Initial weights as stable-baselines3's ``ortho_init``: orthogonal (gain
         ``sqrt(2)`` hidden layers, 0.01 policy head, 1 value head) with zero biases.
@@ -306,6 +317,8 @@ default="auto"
         "activation": [StrOptions({"tanh", "relu"})],
         "log_std_init": [Real],
         "ortho_init": ["boolean"],
+        "use_sde": ["boolean"],
+        "sde_sample_freq": [Interval(Integral, -1, None, closed="left")],
         "total_timesteps": [Interval(Integral, 1, None, closed="left")],
         "target_return": [None, Real],
         "n_envs": [None, Interval(Integral, 1, None, closed="left")],
@@ -331,6 +344,7 @@ default="auto"
                  normalize_observations=False, clip_obs=10.0, normalize_reward=False,
                  clip_reward=10.0, net_arch=(64, 64),
                  activation="tanh", log_std_init=0.0, ortho_init=True,
+                 use_sde=False, sde_sample_freq=-1,
                  total_timesteps=100_000,
                  target_return=None, n_envs=None, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
@@ -356,6 +370,8 @@ default="auto"
         self.activation = activation
         self.log_std_init = log_std_init
         self.ortho_init = ortho_init
+        self.use_sde = use_sde
+        self.sde_sample_freq = sde_sample_freq
         self.total_timesteps = total_timesteps
         self.target_return = target_return
         self.n_envs = n_envs
@@ -412,7 +428,8 @@ default="auto"
             clip_obs=float(self.clip_obs), total_timesteps=int(total_timesteps),
             target_return=None if self.target_return is None else float(self.target_return),
             push_every=self.push_every, normalize_reward=bool(self.normalize_reward),
-            clip_reward=float(self.clip_reward))
+            clip_reward=float(self.clip_reward),
+            sde_sample_freq=int(self.sde_sample_freq))
 
     def _n_envs(self, spec: EnvSpec) -> int:
         """Environments per worker: ``n_envs``, or a vector env's size."""
@@ -440,6 +457,7 @@ default="auto"
         """
         if X is not None or y is not None:
             raise ValueError("HSA2CAgent.fit takes no data: it learns from env; call fit()")
+        self._validate_params()
         return self._learn(int(self.total_timesteps), None, True, True,
                            bool(self.verbose))
 
@@ -474,6 +492,7 @@ default="auto"
         -------
         self : HSA2CAgent
         """
+        self._validate_params()
         total = self.total_timesteps if total_timesteps is None else total_timesteps
         if isinstance(total, bool) or not isinstance(total, Integral) or total < 1:
             raise ValueError(f"total_timesteps must be a positive int, got {total!r}")
@@ -488,15 +507,17 @@ default="auto"
                reset: bool, bar_on: bool) -> HSA2CAgent:
         """Train ``steps`` steps: from new parameters (``fresh`` or unfitted), else
         from the fitted state with the counters restarted (``reset``) or not."""
-        self._validate_params()
         arch_pi, arch_vf = self._check_params()
         spec = make_spec(self.env, self.env_kwargs)
         n_envs = self._n_envs(spec)
         info = inspect_env(spec)
+        if self.use_sde and not info.continuous:
+            raise ValueError(f"use_sde=True needs Box actions; environment {spec.name} "
+                             f"has action space {info.action_space}")
         layout = nn.make_layout(info.obs_dim, info.n_act_outputs, arch_pi, info.continuous,
                                 activation=self.activation, hidden_vf=arch_vf,
-                                **({"action_groups": info.action.groups}
-                                   if info.action.groups is not None else {}))
+                                action_groups=info.action.groups,
+                                sde=bool(self.use_sde))
         rs = check_random_state(self.random_state)
         theta0 = nn.init_params(layout, np.random.default_rng(rs.randint(2**31 - 1)),
                                 log_std_init=float(self.log_std_init),
@@ -685,7 +706,9 @@ default="auto"
                 "learning_rate": _schedule_key(self.learning_rate),
                 # Only when on: checkpoints from before the option resume unchanged.
                 **({"normalize_reward": True, "clip_reward": self.clip_reward}
-                   if self.normalize_reward else {})}
+                   if self.normalize_reward else {}),
+                **({"use_sde": True, "sde_sample_freq": self.sde_sample_freq}
+                   if self.use_sde else {})}
 
     def _resume(self, fingerprint: dict[str, Any], n_params: int,
                 obs_dim: int) -> tuple[engine.Checkpoint, int]:
