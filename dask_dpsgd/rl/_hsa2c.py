@@ -288,6 +288,9 @@ default="auto"
 
     V. Mnih et al. Asynchronous methods for deep reinforcement learning. ICML, 2016.
 
+    A. Raffin, J. Kober, F. Stulp. Smooth exploration for robotic reinforcement
+    learning. CoRL, 2022 (gSDE, ``use_sde``).
+
     Examples
     --------
     >>> from dask_dpsgd import HSA2CAgent
