@@ -891,7 +891,8 @@ def render_pendulum(doc: Doc, path: Path) -> str:
     cfg = doc["config"]
     runs = [{**r, "solved": r["solve_s"] is not None} for r in doc["runs"]]
     methods = [*(f"sb3-{v}" for v in cfg["sb3"]),
-               *(f"hsa2c-{lay}" for lay in cfg["layouts"])]
+               *(f"hsa2c-{lay}" + ("" if v == "plain" else f"-{v}")
+                 for v in cfg.get("hsa2c", ["plain"]) for lay in cfg["layouts"])]
     rs = rows(runs, lambda r: (r["method"],), lambda k: ("sb3-zoo",),
               lambda k: _index(methods, k[0]))  # ratios against SB3 zoo, per seed
     ours = [r for r in rs if r.key[0].startswith("hsa2c")]
@@ -915,7 +916,7 @@ def render_pendulum(doc: Doc, path: Path) -> str:
              lambda row: "1" if row.is_ref else spread(
                  bound(row, "solve_steps", cfg["total_timesteps"]), ".2f"))
     colours = dict(zip(methods, ["tab:gray", "tab:brown", "tab:blue", "tab:orange",
-                                 "tab:green"], strict=False))
+                                 "tab:green", "tab:red", "tab:purple"], strict=False))
 
     def panel(x: int, label: str) -> list[Call]:
         calls = [call("plot", [c[x] for c in r["curve"]], [c[2] for c in r["curve"]],
