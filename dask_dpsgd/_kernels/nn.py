@@ -1109,7 +1109,8 @@ def _block_loss_grad(
     x : ndarray of float64, shape (n * obs_dim,)
         Flattened observations ``s_t`` of the whole batch.
     actions : ndarray of float64, shape (n, action_cols)
-        Actions ``a_t`` (index in column 0 if discrete).
+        Actions ``a_t`` (index in column 0 if discrete, group ``g``'s index in column
+        ``g`` if multi-categorical).
     advantages, returns : ndarray of float64, shape (n,)
         ``A_t`` and ``R_t`` (constants: no gradient flows into them).
     i0, m : int
@@ -1135,119 +1136,9 @@ def _block_loss_grad(
     Categorical with logits ``z``, ``p = softmax(z)``: ``dL/dz_k = -A (1[k=a] - p_k)
     + ent_coef p_k (log p_k + H)``; Gaussian with mean ``mu``, ``sigma =
     exp(log_std)``: ``dL/dmu = -A (a - mu) / sigma**2``, ``dL/dlog_std = -A ((a -
-    mu)**2 / sigma**2 - 1) - ent_coef``; value: ``dL/dV = -2 vf_coef (R - V)``.
-    Categorical and Gaussian heads only; the others go to ``_block_loss_grad_ext``.
-    """
-    n_pi = layout[L_N_PI]
-    k_out = layout[L_N_OUT]
-    blk = layout[L_BLOCK]
-    d0 = layout[L_WORK_SIZE] - 2 * blk * layout[L_MAX_WIDTH]
-    d1 = d0 + blk * layout[L_MAX_WIDTH]
-    x_off = i0 * layout[L_OBS_DIM]
-    head = _mlp_forward_jit(theta, layout, 0, n_pi, x, x_off, m, w)
-    vhead = _mlp_forward_jit(theta, layout, n_pi, layout[L_N_VF], x, x_off, m, w)
-    s_pl = 0.0
-    s_ent = 0.0
-    s_vl = 0.0
-    for s in range(m):
-        adv = advantages[i0 + s]
-        a_row = actions[i0 + s]
-        hs = head + s * k_out
-        ds = d0 + s * k_out
-        logp = 0.0
-        ent = 0.0
-        if layout[L_CONTINUOUS] == 1:
-            ls_off = layout[L_LOG_STD]
-            for k in range(k_out):
-                log_std = theta[ls_off + k]
-                inv_var = math.exp(-2.0 * log_std)
-                diff = a_row[k] - w[hs + k]
-                logp += -0.5 * diff * diff * inv_var - log_std - HALF_LOG_2PI
-                ent += 0.5 + HALF_LOG_2PI + log_std
-                w[ds + k] = scale * (-adv * diff * inv_var)
-                # log_std is a leaf parameter: its gradient goes straight into g.
-                g[ls_off + k] += scale * (
-                    -adv * (diff * diff * inv_var - 1.0) - ent_coef
-                )
-        else:
-            a = int(a_row[0])
-            lse = _logsumexp_jit(w, hs, k_out)
-            for k in range(k_out):
-                lp = w[hs + k] - lse
-                ent -= math.exp(lp) * lp
-            logp = w[hs + a] - lse
-            for k in range(k_out):
-                lp = w[hs + k] - lse
-                p = math.exp(lp)
-                ind = 1.0 if k == a else 0.0
-                w[ds + k] = scale * (-adv * (ind - p) + ent_coef * p * (lp + ent))
-        s_pl -= logp * adv
-        s_ent += ent
-    _mlp_backward_jit(theta, layout, 0, n_pi, x, x_off, m, w, d0, d1, g)
-    for s in range(m):
-        err = returns[i0 + s] - w[vhead + s]
-        s_vl += err * err
-        w[d0 + s] = scale * (-2.0 * vf_coef * err)
-    _mlp_backward_jit(theta, layout, n_pi, layout[L_N_VF], x, x_off, m, w, d0, d1, g)
-    return s_pl, s_ent, s_vl
-
-
-_block_loss_grad_jit = numba.njit(cache=True, nogil=True)(_block_loss_grad)
-
-
-def _block_loss_grad_ext(
-    theta,
-    layout,
-    x,
-    actions,
-    advantages,
-    returns,
-    i0,
-    m,
-    ent_coef,
-    vf_coef,
-    scale,
-    w,
-    g,
-):
-    """``_block_loss_grad`` for the multi-categorical and gSDE heads (``layout[2]`` 2, 3).
-
-    Parameters
-    ----------
-    theta : ndarray of float64, shape (n_params,)
-    layout : ndarray of int64
-    x : ndarray of float64, shape (n * obs_dim,)
-        Flattened observations ``s_t`` of the whole batch.
-    actions : ndarray of float64, shape (n, action_cols)
-        Actions ``a_t`` (index in column 0 if discrete, group ``g``'s index in column
-        ``g`` if multi-categorical).
-    advantages, returns : ndarray of float64, shape (n,)
-        ``A_t`` and ``R_t`` (constants: no gradient flows into them).
-    i0, m : int
-        First sample and block size (``<= layout[11]``).
-    ent_coef, vf_coef : float
-        Loss coefficients.
-    scale : float
-        ``1 / n`` (the loss is a batch mean).
-    w : ndarray of float64, shape (work_size,)
-        Workspace.
-    g : ndarray of float64, shape (n_params,)
-        Gradient accumulator.
-
-    Returns
-    -------
-    sum_neg_logp_adv, sum_entropy, sum_sq_err : float
-        Block sums of ``-log pi(a_t|s_t) A_t``, ``H(pi(.|s_t))``, ``(R_t - V(s_t))**2``.
-
-    Notes
-    -----
-    Equivalent to ``g += scale * grad_theta sum_t [-A_t log pi(a_t|s_t)
-    - ent_coef H(pi(.|s_t)) + vf_coef (R_t - V(s_t))**2]`` like ``_block_loss_grad``,
-    with the head gradients of ``_multi_cat_head_grad`` (the Categorical formula per
-    group) or ``_sde_head_grad`` (gSDE, the latent ``h`` detached in ``sigma``). A
-    separate function so the compiled code of the Categorical and Gaussian heads stays
-    exactly what it was before these heads existed (LLVM's inlining and vectorisation
-    of the fastmath layer loops depend on the size of the function around them).
+    mu)**2 / sigma**2 - 1) - ent_coef``; multi-categorical: the Categorical formula
+    per group (``_multi_cat_head_grad``); gSDE: ``_sde_head_grad`` (the latent ``h``
+    detached in ``sigma``); value: ``dL/dV = -2 vf_coef (R - V)``.
     """
     n_pi = layout[L_N_PI]
     k_out = layout[L_N_OUT]
@@ -1277,24 +1168,41 @@ def _block_loss_grad_ext(
         a_row = actions[i0 + s]
         hs = head + s * k_out
         ds = d0 + s * k_out
-        if kind == HEAD_MULTI_CATEGORICAL:
+        logp = 0.0
+        ent = 0.0
+        if kind == HEAD_GAUSSIAN:
+            ls_off = layout[L_LOG_STD]
+            for k in range(k_out):
+                log_std = theta[ls_off + k]
+                inv_var = math.exp(-2.0 * log_std)
+                diff = a_row[k] - w[hs + k]
+                logp += -0.5 * diff * diff * inv_var - log_std - HALF_LOG_2PI
+                ent += 0.5 + HALF_LOG_2PI + log_std
+                w[ds + k] = scale * (-adv * diff * inv_var)
+                # log_std is a leaf parameter: its gradient goes straight into g.
+                g[ls_off + k] += scale * (
+                    -adv * (diff * diff * inv_var - 1.0) - ent_coef
+                )
+        elif kind == HEAD_CATEGORICAL:
+            a = int(a_row[0])
+            lse = _logsumexp_jit(w, hs, k_out)
+            for k in range(k_out):
+                lp = w[hs + k] - lse
+                ent -= math.exp(lp) * lp
+            logp = w[hs + a] - lse
+            for k in range(k_out):
+                lp = w[hs + k] - lse
+                p = math.exp(lp)
+                ind = 1.0 if k == a else 0.0
+                w[ds + k] = scale * (-adv * (ind - p) + ent_coef * p * (lp + ent))
+        elif kind == HEAD_MULTI_CATEGORICAL:
             logp, ent = _multi_cat_head_grad_jit(
                 layout, w, hs, ds, a_row, adv, ent_coef, scale
             )
         else:
             logp, ent = _sde_head_grad_jit(
-                layout,
-                w,
-                hs,
-                ds,
-                sq,
-                lat,
-                lat_off + s * n_lat,
-                a_row,
-                adv,
-                ent_coef,
-                scale,
-                g,
+                layout, w, hs, ds, sq, lat, lat_off + s * n_lat, a_row, adv,
+                ent_coef, scale, g,
             )
         s_pl -= logp * adv
         s_ent += ent
@@ -1307,7 +1215,7 @@ def _block_loss_grad_ext(
     return s_pl, s_ent, s_vl
 
 
-_block_loss_grad_ext_jit = numba.njit(cache=True, nogil=True)(_block_loss_grad_ext)
+_block_loss_grad_jit = numba.njit(cache=True, nogil=True)(_block_loss_grad)
 
 
 def _head_log_prob(theta, layout, w, hs, a_row):
@@ -1980,116 +1888,15 @@ def _a2c_loss_grad(
     return losses_out[0] + ent_coef * losses_out[1] + vf_coef * losses_out[2]
 
 
-def _rebind(fn, suffix, **names):
-    """Copy of a kernel body that sees other objects under some global names.
-
-    Parameters
-    ----------
-    fn : function
-        Plain kernel body.
-    suffix : str
-        Appended to ``__name__``/``__qualname__`` (numba names the cache file after
-        the qualified name, see ``parallel_twin``).
-    **names
-        Globals to replace, e.g. the block kernel a body calls.
-
-    Returns
-    -------
-    function
-        Same code and docstring, globals ``fn.__globals__`` updated with ``names`` (a
-        snapshot of the module's globals at the call).
-    """
-    twin = type(fn)(
-        fn.__code__,
-        {**fn.__globals__, **names},
-        fn.__name__ + suffix,
-        fn.__defaults__,
-        fn.__closure__,
-    )
-    twin.__qualname__ = fn.__qualname__ + suffix
-    twin.__doc__ = fn.__doc__
-    return twin
-
-
-# The multi-categorical and gSDE heads run the same batch loop over
-# _block_loss_grad_ext. The public kernels pick a body per layout, so the Categorical
-# and Gaussian heads run the unchanged functions from before the other heads existed
-# (their gradients, losses, actions and log-probs were checked bit for bit against
-# that build) and pay no per-sample branch for them.
-_a2c_loss_grad_ext = _rebind(
-    _a2c_loss_grad, "_ext", _block_loss_grad_jit=_block_loss_grad_ext_jit
-)
-_a2c_loss_grad_jit = numba.njit(cache=True, nogil=True)(_a2c_loss_grad)
-_a2c_loss_grad_ext_jit = numba.njit(cache=True, nogil=True)(_a2c_loss_grad_ext)
-_a2c_loss_grad_parallel_jit = numba.njit(cache=True, nogil=True, parallel=True)(
-    parallel_twin(_a2c_loss_grad)
-)
-_a2c_loss_grad_ext_parallel_jit = numba.njit(
-    cache=True, nogil=True, parallel=True
-)(parallel_twin(_a2c_loss_grad_ext))
-
-
-def _a2c_loss_grad_public(
-    theta,
-    layout,
-    obs,
-    actions,
-    advantages,
-    returns,
-    ent_coef,
-    vf_coef,
-    grad_out,
-    losses_out,
-    grad_slabs,
-    work,
-):
-    if layout[L_CONTINUOUS] < HEAD_MULTI_CATEGORICAL:
-        return _a2c_loss_grad_jit(
-            theta,
-            layout,
-            obs,
-            actions,
-            advantages,
-            returns,
-            ent_coef,
-            vf_coef,
-            grad_out,
-            losses_out,
-            grad_slabs,
-            work,
-        )
-    return _a2c_loss_grad_ext_jit(
-        theta,
-        layout,
-        obs,
-        actions,
-        advantages,
-        returns,
-        ent_coef,
-        vf_coef,
-        grad_out,
-        losses_out,
-        grad_slabs,
-        work,
-    )
-
-
-_a2c_loss_grad_public.__doc__ = _a2c_loss_grad.__doc__
-
 _A2C_SIG = (
     f"float64({_F1}, {_I1}, {_F2}, {_F2}, {_F1}, {_F1}, float64, float64, "
     f"{_F1}, {_F1}, {_F2}, {_F2})"
 )
 
 
-a2c_loss_grad = numba.njit(_A2C_SIG, cache=True, nogil=True)(_a2c_loss_grad_public)
-a2c_loss_grad_parallel = numba.njit(_A2C_SIG, cache=True, nogil=True)(
-    _rebind(
-        _a2c_loss_grad_public,
-        "_parallel",
-        _a2c_loss_grad_jit=_a2c_loss_grad_parallel_jit,
-        _a2c_loss_grad_ext_jit=_a2c_loss_grad_ext_parallel_jit,
-    )
+a2c_loss_grad = numba.njit(_A2C_SIG, cache=True, nogil=True)(_a2c_loss_grad)
+a2c_loss_grad_parallel = numba.njit(_A2C_SIG, cache=True, nogil=True, parallel=True)(
+    parallel_twin(_a2c_loss_grad)
 )
 
 

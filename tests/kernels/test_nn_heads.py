@@ -281,7 +281,7 @@ def test_undecorated_kernel_runs_as_python(head):
     layout, lay, theta, obs, actions, adv, ret = _problem(head, n=4)
     lj, gj, _ = _kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv,
                              ret)
-    lp, gp, _ = _kernel_grad(nn._a2c_loss_grad_ext, layout, lay, theta, obs, actions,
+    lp, gp, _ = _kernel_grad(nn._a2c_loss_grad, layout, lay, theta, obs, actions,
                              adv, ret)
     np.testing.assert_allclose(lp, lj, rtol=1e-12)
     np.testing.assert_allclose(gp, gj, rtol=1e-10, atol=1e-14)
