@@ -358,7 +358,7 @@ def test_sde_action_is_mu_plus_latent_exploration(hidden):
                                atol=1e-14)
 
 
-@pytest.mark.parametrize("head", ["sde", "multidiscrete"])
+@pytest.mark.parametrize("head", ["sde", "multidiscrete", "discrete", "box"])
 def test_policy_act_rejects_short_noise(head):
     layout, lay, theta, obs, *_ = _problem(head, n=4)
     out = np.empty((4, layout[nn.L_ACTION_COLS]))
