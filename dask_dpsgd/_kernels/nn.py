@@ -1485,8 +1485,10 @@ def _policy_act_value(
         if with_value:
             _sde_std_sq_jit(theta, layout, w, sq)
     if not deterministic:
-        cols = layout[L_ACTION_COLS]
-        if kind == HEAD_GAUSSIAN:
+        cols = 1
+        if kind == HEAD_MULTI_CATEGORICAL:
+            cols = layout[L_ACTION_COLS]
+        elif kind == HEAD_GAUSSIAN:
             cols = k_out
         elif kind == HEAD_SDE:
             cols = n_lat * k_out
@@ -1586,15 +1588,8 @@ def _policy_act_value_public(
     the drawn actions, in one pass over the batch.
     """
     _policy_act_value_jit(
-        theta,
-        layout,
-        obs,
-        deterministic,
-        noise,
-        out_actions,
-        out_values,
-        out_log_probs,
-        True,
+        theta, layout, obs, deterministic, noise, out_actions, out_values,
+        out_log_probs, True,
     )
 
 
