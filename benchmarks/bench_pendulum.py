@@ -13,14 +13,15 @@ at <= 1.5x its steps.
 * **SB3 A2C, no gSDE**: the same, with plain Gaussian exploration (``log_std_init``
   0), the settings HSA2C runs (the like-for-like comparison of the two codes; SB3's
   learning rate stays rl-zoo's).
-* **HSA2C**: the same settings without gSDE (``tests/rl/test_hsa2c.py``'s: plain
-  Gaussian exploration, ``log_std_init`` 0, learning rate linear from 1e-3,
-  ``normalize_observations`` and ``normalize_reward``, ``ortho_init=False``), serial
-  (1x1) and on two workers (2x1), each fit on its own embedded cluster.
+* **HSA2C**: the same settings (``tests/rl/test_hsa2c.py``'s: learning rate linear from
+  1e-3, ``normalize_observations`` and ``normalize_reward``, ``ortho_init=False``) with
+  plain Gaussian exploration (``log_std_init`` 0) and with gSDE (``use_sde``,
+  ``log_std_init`` -2, as rl-zoo's), serial (1x1) and on two workers (2x1), each fit on
+  its own embedded cluster.
 
-Every ``eval_every`` steps each method's policy is copied (SB3: a callback; HSA2C: the
-checkpoint written at each segment boundary, ``checkpoint_every``) with the wall time
-since training began; evaluation (10 deterministic episodes on a fresh environment,
+Every ``eval_every`` steps each method's policy is copied by a callback (HSA2C's runs on
+the driver at the first read of the parameter server past the mark; the workers do not
+wait for it) with the wall time since training began; evaluation (10 deterministic episodes on a fresh environment,
 observation statistics frozen) runs after training, so it costs no training time. Time
 and steps to solve are those of the first copy at or above the threshold.
 
@@ -32,7 +33,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +61,8 @@ class BenchPendulumConfig:
     """HSA2C layouts MxP."""
     sb3: tuple[str, ...] = ("zoo", "nosde")
     """SB3 A2C variants to run (needs the bench extra): zoo (gSDE), nosde."""
+    hsa2c: tuple[str, ...] = ("plain", "sde")
+    """HSA2C variants: plain Gaussian exploration, gSDE (rl-zoo's use_sde)."""
     output: str = "benchmarks/results/pendulum.json"
     """Results file."""
 
@@ -68,6 +70,9 @@ class BenchPendulumConfig:
 HSA2C_KW = dict(n_steps=8, gamma=0.9, gae_lambda=0.9, vf_coef=0.4, ent_coef=0.0,
                 max_grad_norm=0.5, normalize_advantage=False, normalize_observations=True,
                 normalize_reward=True, ortho_init=False)
+# rl-zoo's exploration for Pendulum: gSDE from log_std -2, its matrix drawn once per
+# rollout (sde_sample_freq -1).
+SDE_KW = dict(use_sde=True, log_std_init=-2.0)
 
 
 def _sb3(cfg: BenchPendulumConfig, seed: int, variant: str) -> dict[str, Any]:
@@ -122,44 +127,46 @@ def _sb3(cfg: BenchPendulumConfig, seed: int, variant: str) -> dict[str, Any]:
     return {"method": f"sb3-{variant}", "seed": seed, "wall_s": wall, "curve": curve}
 
 
-def _hsa2c(cfg: BenchPendulumConfig, layout: str, seed: int) -> dict[str, Any]:
+def _hsa2c(cfg: BenchPendulumConfig, layout: str, seed: int, variant: str = "plain"
+           ) -> dict[str, Any]:
     import numpy as np
 
     from dask_dpsgd import HSA2CAgent
     from dask_dpsgd.rl import LinearSchedule
+    from dask_dpsgd.rl.callbacks import BaseCallback
 
     m, p = (int(v) for v in layout.split("x"))
-    copies: list[tuple[float, int, dict[str, Any]]] = []
+    copies: list[tuple[float, int, tuple[np.ndarray, ...]]] = []
 
-    class Copying(HSA2CAgent):
-        """Keeps a copy of every checkpoint the fit writes, with its wall time."""
+    class Copy(BaseCallback):
+        """Copy the policy and observation statistics at the first read of the server
+        past every ``eval_every`` steps (the workers do not wait for it)."""
 
-        def _checkpoint_writer(self, fingerprint, root_seed):
-            write = super()._checkpoint_writer(fingerprint, root_seed)
+        next_at = cfg.eval_every
 
-            def keep(ckpt):
-                copies.append((time.perf_counter() - t0,
-                               int(ckpt.snapshot["total_steps"]),
-                               {k: np.array(v) for k, v in ckpt.snapshot.items()}))
-                write(ckpt)
-            return keep
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_at:
+                copies.append((time.perf_counter() - t0, self.num_timesteps,
+                               (self.model.params_.copy(), self.model.obs_mean_.copy(),
+                                self.model.obs_var_.copy())))
+                self.next_at = (self.num_timesteps // cfg.eval_every + 1) * cfg.eval_every
+            return True
 
-    with tempfile.TemporaryDirectory() as tmp:
-        agent = Copying("Pendulum-v1", learning_rate=LinearSchedule(1e-3),
-                        total_timesteps=cfg.total_timesteps, n_workers=m,
-                        threads_per_worker=p, random_state=seed,
-                        checkpoint_path=str(Path(tmp) / "agent.npz"),
-                        checkpoint_every=cfg.eval_every, **HSA2C_KW)
-        t0 = time.perf_counter()
-        agent.fit()
-        wall = time.perf_counter() - t0
+    extra = SDE_KW if variant == "sde" else {}
+    agent = HSA2CAgent("Pendulum-v1", learning_rate=LinearSchedule(1e-3),
+                       total_timesteps=cfg.total_timesteps, n_workers=m,
+                       threads_per_worker=p, random_state=seed, poll_interval=0.05,
+                       **{**HSA2C_KW, **extra})
+    t0 = time.perf_counter()
+    agent.learn(callback=Copy())
+    wall = time.perf_counter() - t0
     curve = []
-    for t, steps, snap in copies:
-        agent.params_, agent.obs_mean_, agent.obs_var_ = (
-            snap["theta"], snap["obs_mean"], snap["obs_var"])
+    for t, steps, (theta, mean, var) in copies:
+        agent.params_, agent.obs_mean_, agent.obs_var_ = theta, mean, var
         ret = agent.score(n_episodes=cfg.eval_episodes, random_state=10_000 + seed)
         curve.append([t, steps, float(ret)])
-    return {"method": f"hsa2c-{layout}", "seed": seed, "wall_s": wall, "curve": curve,
+    name = f"hsa2c-{layout}" + ("-sde" if variant == "sde" else "")
+    return {"method": name, "seed": seed, "wall_s": wall, "curve": curve,
             "steps_per_s": agent.num_timesteps_ / wall}
 
 
@@ -174,7 +181,8 @@ def main(cfg: BenchPendulumConfig) -> Path:
 
     for seed in range(cfg.seeds):
         todo = [lambda s=seed, v=v: _sb3(cfg, s, v) for v in cfg.sb3] + [
-            lambda s=seed, lay=lay: _hsa2c(cfg, lay, s) for lay in cfg.layouts]
+            lambda s=seed, lay=lay, v=v: _hsa2c(cfg, lay, s, v)
+            for v in cfg.hsa2c for lay in cfg.layouts]
         for run in todo:
             rec = run()
             hit = next((c for c in rec["curve"] if c[2] >= cfg.threshold), None)
