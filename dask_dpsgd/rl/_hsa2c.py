@@ -43,6 +43,7 @@ from dask_dpsgd.rl._envs import (
     inspect_env,
     make_spec,
 )
+from dask_dpsgd.rl._logs import CSVLog, TensorBoardLog
 from dask_dpsgd.rl.callbacks import BaseCallback, as_callback
 
 
@@ -200,7 +201,13 @@ default="auto"
     random_state : int, RandomState instance or None, default=None
     log_path : str, path-like or None, default=None
         A folder where every ``history_`` record is also written to
-        ``progress.csv`` as it arrives (stable-baselines3's file and keys).
+        ``progress.csv`` as it arrives (stable-baselines3's file and keys; each
+        ``fit``/``learn`` rewrites it).
+    tensorboard_log : str, path-like or None, default=None
+        A folder where each ``fit``/``learn`` writes a TensorBoard run,
+        ``HSA2C_<n>``, of the records' numeric keys at ``time/total_timesteps``
+        (stable-baselines3's parameter; no TensorFlow or ``tensorboard`` needed to
+        write it).
     verbose : int, default=0
         1: a progress bar (timesteps, mean return, steps/s, staleness).
 
@@ -337,6 +344,7 @@ default="auto"
         "poll_interval": [Interval(Real, 0, None, closed="neither")],
         "env_kwargs": [None, dict],
         "log_path": [None, str, os.PathLike],
+        "tensorboard_log": [None, str, os.PathLike],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -352,8 +360,8 @@ default="auto"
                  target_return=None, n_envs=None, push_every=10, prefetch=True,
                  n_workers=None, threads_per_worker=None, parallelism="auto",
                  max_staleness="auto", checkpoint_path=None, checkpoint_every=10_000,
-                 poll_interval=0.5, env_kwargs=None, log_path=None, random_state=None,
-                 verbose=0):
+                 poll_interval=0.5, env_kwargs=None, log_path=None,
+                 tensorboard_log=None, random_state=None, verbose=0):
         self.env = env
         self.learning_rate = learning_rate
         self.n_steps = n_steps
@@ -389,6 +397,7 @@ default="auto"
         self.poll_interval = poll_interval
         self.env_kwargs = env_kwargs
         self.log_path = log_path
+        self.tensorboard_log = tensorboard_log
         self.random_state = random_state
         self.verbose = verbose
 
@@ -560,7 +569,9 @@ default="auto"
         algorithm = A2CAlgorithm(spec, cfg, theta0, info.obs_dim, every)
         pushes = -(-steps // (self.n_steps * n_envs * self.push_every))
         self._set_spaces(info, layout, n_envs)
-        log = _CSVLog(self.log_path) if self.log_path is not None else None
+        logs = [*([CSVLog(self.log_path)] if self.log_path is not None else []),
+                *([TensorBoardLog(self.tensorboard_log)]
+                  if self.tensorboard_log is not None else [])]
 
         def max_staleness(n_workers: int) -> int | None:
             self.max_staleness_ = resolve_max_staleness(
@@ -595,7 +606,7 @@ default="auto"
                 callback.logger_record = {}
                 stop = not callback.on_step()
                 record.update(callback.logger_record)
-            if log is not None:
+            for log in logs:
                 log.write(record)
             return stop
 
@@ -615,6 +626,8 @@ default="auto"
         finally:
             if bar is not None:
                 bar.close()
+            for log in logs:
+                log.close()
         record_layout(self, result.threads)
         self._adopt(result.snapshot)
         self.n_updates_ = int(result.counters.get("updates", 0))
@@ -891,35 +904,3 @@ def _empty_state(obs_dim: int) -> dict[str, Any]:
     return {"obs_mean": np.zeros(obs_dim), "obs_var": np.ones(obs_dim),
             "obs_count": 1e-4, "ret_mean": np.zeros(1), "ret_var": np.ones(1),
             "ret_count": 1e-4, "episodes": np.empty((0, 3)), "total_steps": 0}
-
-
-class _CSVLog:
-    """``progress.csv`` in a folder: one row per history record, columns the union of
-    the records' keys (the file is rewritten when a record brings a new key, as
-    stable-baselines3's ``CSVOutputFormat`` does)."""
-
-    def __init__(self, folder: str | os.PathLike) -> None:
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, "progress.csv")
-        self.keys: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        self._write(rewrite=True)
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
-        self.rows.append(dict(record))
-        new = [k for k in record if k not in self.keys]
-        self.keys += new
-        self._write(rewrite=bool(new))
-
-    def _write(self, rewrite: bool) -> None:
-        import csv
-
-        with open(self.path, "w" if rewrite else "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.keys, restval="")
-            if rewrite:
-                if self.keys:
-                    writer.writeheader()
-                writer.writerows(self.rows)
-            else:
-                writer.writerow(self.rows[-1])

@@ -175,3 +175,95 @@ def test_eval_checkpoint_and_stop_on_reward_callbacks(client, tmp_path):
     load_model(saving.saved[-1]).predict(np.zeros(4))
     with pytest.raises(TypeError, match="BaseCallback"):
         agent.learn(100, callback=print)
+
+
+def _read_records(path):
+    """TFRecord framing, checked with the masked CRC-32C of each part."""
+    import struct
+
+    from dask_dpsgd.rl._logs import crc32c
+
+    def masked(data):
+        crc = crc32c(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    data, out, i = path.read_bytes(), [], 0
+    while i < len(data):
+        header = data[i:i + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[i + 8:i + 12])[0] == masked(header)
+        body = data[i + 12:i + 12 + length]
+        assert struct.unpack("<I", data[i + 12 + length:i + 16 + length])[0] == masked(body)
+        out.append(body)
+        i += 16 + length
+    return out
+
+
+def _fields(buf):
+    """Protocol-buffer fields of a message: (number, wire type, value)."""
+    import struct
+
+    def varint(j):
+        shift = value = 0
+        while True:
+            byte = buf[j]
+            value |= (byte & 0x7F) << shift
+            j += 1
+            if not byte & 0x80:
+                return value, j
+            shift += 7
+
+    out, i = [], 0
+    while i < len(buf):
+        key, i = varint(i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(i)
+        elif wire == 1:
+            value, i = struct.unpack("<d", buf[i:i + 8])[0], i + 8
+        elif wire == 5:
+            value, i = struct.unpack("<f", buf[i:i + 4])[0], i + 4
+        else:
+            length, i = varint(i)
+            value, i = buf[i:i + length], i + length
+        out.append((number, wire, value))
+    return out
+
+
+def test_tensorboard_event_files(client, tmp_path):
+    from dask_dpsgd.rl._logs import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    agent = HSA2CAgent("CartPole-v1", total_timesteps=3_000, random_state=0,
+                       poll_interval=0.05, tensorboard_log=tmp_path)
+    history = list(agent.fit().history_)
+    agent.learn(1_000)
+    runs = sorted(p.name for p in tmp_path.iterdir())
+    assert runs == ["HSA2C_1", "HSA2C_2"]  # a run per call, as SB3's
+    (events,) = (tmp_path / "HSA2C_1").glob("events.out.tfevents.*")
+    records = [_fields(r) for r in _read_records(events)]
+    assert (3, 2, b"brain.Event:2") in records[0]
+    scalars = []
+    for rec in records[1:]:
+        step = next(v for n, w, v in rec if n == 2)
+        summary = next(v for n, w, v in rec if n == 5)
+        values = {}
+        for _, _, value in _fields(summary):
+            parts = {n: v for n, w, v in _fields(value)}
+            values[parts[1].decode()] = parts[2]
+        scalars.append((step, values))
+    # One event per history record, at its step, with its finite numbers (float32).
+    assert len(scalars) == len(history)
+    for (step, values), rec in zip(scalars, history, strict=True):
+        assert step == rec["time/total_timesteps"]
+        for key in SB3_KEYS:
+            if np.isfinite(rec[key]):
+                assert values[key] == pytest.approx(rec[key], rel=1e-6), key
+    assert all(key in scalars[-1][1] for key in SB3_KEYS)
+    tensorboard = pytest.importorskip("tensorboard.backend.event_processing."
+                                      "event_accumulator")
+    acc = tensorboard.EventAccumulator(str(tmp_path / "HSA2C_1"))
+    acc.Reload()
+    assert "rollout/ep_rew_mean" in acc.Tags()["scalars"]
+    assert [e.step for e in acc.Scalars("time/total_timesteps")] == [
+        rec["time/total_timesteps"] for rec in history]
