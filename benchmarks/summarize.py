@@ -948,6 +948,61 @@ def render_pendulum(doc: Doc, path: Path) -> str:
                 ours)])
 
 
+def _return_at(run: Run, t: float) -> float:
+    """The eval return of a run's last policy copy at or before wall time ``t``."""
+    seen = [c[2] for c in run["curve"] if c[0] <= t + 1e-9]
+    return seen[-1] if seen else math.nan
+
+
+def render_mujoco(doc: Doc, path: Path) -> str:
+    """Section for ``bench_mujoco.py``: eval return at equal wall time."""
+    cfg, runs = doc["config"], doc["runs"]
+    methods = [m for m in cfg["methods"] if any(r["method"] == m for r in runs)]
+    marks = [t for t in (cfg["budget_s"] / 3, 2 * cfg["budget_s"] / 3, cfg["budget_s"])]
+    lines = [*head(doc, runs)]
+    verdicts = []
+    for env in cfg["envs"]:
+        env_runs = [r for r in runs if r["env"] == env]
+        if not env_runs:
+            continue
+        body = []
+        for m in methods:
+            mine = [r for r in env_runs if r["method"] == m]
+            body.append([m, _seeds([r["seed"] for r in mine]),
+                         *(spread([_return_at(r, t) for r in mine], ".0f")
+                           for t in marks),
+                         spread([r["steps"] for r in mine], ",.0f")])
+        lines += [f"**{env}**", "",
+                  table(["method", "seeds", *(f"eval return at {t / 60:.0f} min"
+                                               for t in marks),
+                         f"steps in {cfg['budget_s'] / 60:.0f} min"], body), ""]
+        seeds = sorted({r["seed"] for r in env_runs})
+        for seed in seeds:
+            by = {r["method"]: r for r in env_runs if r["seed"] == seed}
+            if "hsa2c" not in by or not any(m in by for m in ("sb3-a2c", "sb3-ppo")):
+                continue
+            ok = all(_return_at(by["hsa2c"], t) >= max(
+                _return_at(by[m], t) for m in ("sb3-a2c", "sb3-ppo") if m in by)
+                for t in marks)
+            verdicts.append([env, str(seed), ", ".join(
+                m for m in ("sb3-a2c", "sb3-ppo") if m in by), "yes" if ok else "**no**"])
+    colours = {"hsa2c": "tab:blue", "sb3-a2c": "tab:gray", "sb3-ppo": "tab:brown"}
+    panels = [[*(call("plot", [c[0] / 60 for c in r["curve"]],
+                      [c[2] for c in r["curve"]], color=colours.get(r["method"]),
+                      lw=0.9, label=r["method"] if r["seed"] == min(
+                          x["seed"] for x in runs if x["env"] == env) else None)
+                 for r in runs if r["env"] == env),
+               call("set", xlabel="wall-clock minutes of training",
+                    ylabel=f"eval return ({cfg['eval_episodes']} episodes)", title=env)]
+              for env in cfg["envs"] if any(r["env"] == env for r in runs)]
+    lines += [figure(path.with_suffix(".png"), "eval return vs wall-clock minutes",
+                     panels),
+              "### Against the target", "",
+              table(["env", "seed", "against", "HSA2C ≥ the better at every mark?"],
+                    verdicts), ""]
+    return "\n".join(lines)
+
+
 def render_generic(doc: Doc, path: Path) -> str:
     """Fallback for result kinds without a renderer: command, conditions, config."""
     return "\n".join([f"No renderer is registered for kind `{doc.get('kind')}` in "
@@ -966,6 +1021,8 @@ RENDERERS: dict[str, tuple[str, Callable[[Doc, Path], str]]] = {
     "a2c_modes": ("A2C: HSA2C's modes against serial, return vs wall-clock and "
                   "speed-up", render_a2c_modes),
     "faults": ("Fault and load tests", render_faults),
+    "mujoco": ("A2C: MuJoCo, return at equal wall time, HSA2C vs SB3 A2C and PPO",
+               render_mujoco),
     "lda-modes": ("LDA: each level alone and combined (modes, speed-up, cost model)",
                   render_lda_modes),
     "lda-staleness": ("LDA: staleness vs workers and cores, against the paper's bounds",
