@@ -134,7 +134,7 @@ def _sb3(cfg: BenchMujocoConfig, env_id: str, seed: int, algo: str) -> dict[str,
 
 
 def _hsa2c(cfg: BenchMujocoConfig, env_id: str, seed: int) -> dict[str, Any]:
-    from dask_dpsgd import HSA2CAgent
+    from dask_dpsgd import HSA2CAgent, close_embedded_cluster
     from dask_dpsgd.rl.callbacks import BaseCallback
 
     clock = _Clock(cfg)
@@ -151,6 +151,7 @@ def _hsa2c(cfg: BenchMujocoConfig, env_id: str, seed: int) -> dict[str, Any]:
     clock.t0 = time.perf_counter()
     agent.learn(callback=Copy())
     wall, steps = clock.elapsed(), agent.num_timesteps_
+    close_embedded_cluster()  # none idles during SB3's runs
     curve = []
     for t, n, (theta, mean, var) in clock.copies:
         agent.params_, agent.obs_mean_, agent.obs_var_ = theta, mean, var

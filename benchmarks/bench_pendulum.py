@@ -131,7 +131,7 @@ def _hsa2c(cfg: BenchPendulumConfig, layout: str, seed: int, variant: str = "pla
            ) -> dict[str, Any]:
     import numpy as np
 
-    from dask_dpsgd import HSA2CAgent
+    from dask_dpsgd import HSA2CAgent, close_embedded_cluster
     from dask_dpsgd.rl import LinearSchedule
     from dask_dpsgd.rl.callbacks import BaseCallback
 
@@ -160,6 +160,7 @@ def _hsa2c(cfg: BenchPendulumConfig, layout: str, seed: int, variant: str = "pla
     t0 = time.perf_counter()
     agent.learn(callback=Copy())
     wall = time.perf_counter() - t0
+    close_embedded_cluster()  # each fit on its own cluster; none idles during SB3's
     curve = []
     for t, steps, (theta, mean, var) in copies:
         agent.params_, agent.obs_mean_, agent.obs_var_ = theta, mean, var

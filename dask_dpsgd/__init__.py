@@ -6,6 +6,8 @@ DPSVILatentDirichletAllocation
     LDA by distributed/parallel stochastic variational inference.
 HSA2CAgent
     Advantage actor-critic by hybrid synchronous/asynchronous DPSGD.
+close_embedded_cluster
+    Close the local Dask cluster that fits without a client share.
 
 The estimators are imported lazily so that importing a low layer (the numba kernels, the
 parameter-server state) does not pull in Dask and scikit-learn.
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "DPSVILatentDirichletAllocation": "dask_dpsgd.decomposition",
     "HSA2CAgent": "dask_dpsgd.rl",
+    "close_embedded_cluster": "dask_dpsgd.engine",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -24,6 +24,7 @@ from dask_dpsgd.algorithm import (
     WorkerLoop,
     WorkerReport,
 )
+from dask_dpsgd.engine._cluster import close_embedded_cluster
 from dask_dpsgd.engine._driver import fit
 from dask_dpsgd.engine._local import run_in_process
 
@@ -42,6 +43,7 @@ __all__ = [
     "WorkerContext",
     "WorkerLoop",
     "WorkerReport",
+    "close_embedded_cluster",
     "fit",
     "run_in_process",
 ]

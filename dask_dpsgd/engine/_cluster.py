@@ -3,8 +3,9 @@
 One way to get a cluster (docs/design.rst, "Client resolution"): the current default
 client if there is one
 (a ``with Client(...)`` block, a dask-jobqueue ``SLURMCluster`` client, ...), else an
-embedded ``LocalCluster`` on 127.0.0.1 sized from this machine's cores and closed when the
-fit ends.
+embedded ``LocalCluster`` on 127.0.0.1 sized from this machine's cores, started by the
+first fit that needs it and reused by the process's later fits (closed at exit or by
+:func:`close_embedded_cluster`).
 
 Thread budget (docs/design.rst, "Thread budget"): Dask threads x numba threads must not
 exceed a worker's
@@ -14,10 +15,12 @@ to that worker's budget.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +56,8 @@ class ClusterHandle:
     ----------
     client : distributed.Client
     owned : bool
-        True when the cluster was started for this fit (and is closed after it).
+        True on the embedded cluster (started by a fit, shared by this process's later
+        fits; :func:`embedded_client`).
     slots : tuple of WorkerSlot
         Workers used, in a fixed order (worker 0 holds the parameter server).
     dashboard_link : str or None
@@ -267,7 +271,7 @@ def _budget(probes: dict[str, dict[str, Any]], addresses: list[str],
 def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
                     *, parallelism: str = "auto", thread_cap: int | None = None,
                     verbose: int = 0) -> Iterator[ClusterHandle]:
-    """Yield the cluster a fit runs on; close it afterwards if it was started here.
+    """Yield the cluster a fit runs on: the default client's, or the embedded one.
 
     Parameters
     ----------
@@ -318,33 +322,115 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     m, p = default_layout(n_workers, threads_per_worker, cores)
     if threads_per_worker is None:
         p = apply_n_jobs(p, thread_cap)
-    # A daemon process (a multiprocessing pool's worker) cannot start processes.
-    processes = not multiprocessing.current_process().daemon
-    cluster_kwargs = dict(
-        n_workers=m,
-        threads_per_worker=1,
-        processes=processes,
-        host="127.0.0.1",
-        # Threads-only clusters default to inproc://, which refuses a host.
-        protocol="tcp://",
-        dashboard_address="127.0.0.1:0",
-        # Workers' own nanny-level restarts would lose the parameter server silently.
-        silence_logs=logging.ERROR,
-    )
-    if processes:
-        # Size numba's pool in each worker process before numba is imported there
-        # (docs/design.rst, "Thread budget").
-        cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(p)}
-    # distributed warns on a busy dashboard port and about bokeh; neither concerns us.
-    with distributed.LocalCluster(**cluster_kwargs) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client, \
-            client.as_current():
+    client = embedded_client(m, p)
+    with client.as_current():
         handle = _check_mode(parallelism, _handle(client, True, m, p, None))
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
                         "dashboard %s; live training metrics %s", m, p,
                         handle.dashboard_link, metrics_page_url(handle.dashboard_link))
         yield handle
+
+
+@dataclass(slots=True)
+class _Embedded:
+    """The process's embedded cluster and what it was started for."""
+
+    key: tuple[int, int, int, bool]  # (pid, workers, numba threads each, processes)
+    cluster: distributed.LocalCluster
+    client: distributed.Client
+
+
+_embedded: _Embedded | None = None
+_embedded_lock = threading.Lock()
+
+
+def embedded_client(n_workers: int, threads: int) -> distributed.Client:
+    """The client of this process's embedded ``LocalCluster`` of ``n_workers`` worker
+    processes (``NUMBA_NUM_THREADS=threads`` each), started on first use and reused by
+    later fits.
+
+    One embedded cluster per process: a fit asking for another layout, or finding the
+    cluster short of workers or closed, closes it and starts the one it needs. It is
+    never stored in an estimator (clone and pickle stay clean), is closed at
+    interpreter exit, and by :func:`close_embedded_cluster`. A forked child does not
+    use its parent's.
+    """
+    global _embedded
+    # A daemon process (a multiprocessing pool's worker) cannot start processes.
+    processes = not multiprocessing.current_process().daemon
+    key = (os.getpid(), n_workers, threads, processes)
+    with _embedded_lock:
+        emb = _embedded
+        if emb is not None and emb.key[0] != key[0]:
+            _embedded = emb = None  # inherited through fork: the parent's cluster
+        if emb is not None and (emb.key != key or not _usable(emb, n_workers)):
+            _close(emb)
+            _embedded = emb = None
+        if emb is None:
+            cluster_kwargs: dict[str, Any] = dict(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=processes,
+                host="127.0.0.1",
+                # Threads-only clusters default to inproc://, which refuses a host.
+                protocol="tcp://",
+                dashboard_address="127.0.0.1:0",
+                # Workers' own nanny-level restarts would lose the parameter server
+                # silently.
+                silence_logs=logging.ERROR,
+            )
+            if processes:
+                # Size numba's pool in each worker process before numba is imported
+                # there (docs/design.rst, "Thread budget").
+                cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(threads)}
+            cluster = distributed.LocalCluster(**cluster_kwargs)
+            try:
+                client = distributed.Client(cluster, set_as_default=False)
+            except BaseException:
+                cluster.close()
+                raise
+            _embedded = emb = _Embedded(key, cluster, client)
+        return emb.client
+
+
+def _usable(emb: _Embedded, n_workers: int) -> bool:
+    """The embedded cluster is running with all of its workers."""
+    try:
+        return (emb.client.status == "running"
+                and len(current_workers(emb.client)) == n_workers)
+    except Exception:  # noqa: BLE001 - a broken cluster is replaced, whatever broke
+        return False
+
+
+def _close(emb: _Embedded) -> None:
+    for part in (emb.client, emb.cluster):
+        with contextlib.suppress(Exception):
+            part.close()
+
+
+def close_embedded_cluster() -> bool:
+    """Close this process's embedded Dask cluster, if a fit started one.
+
+    Fits without a Dask client share one embedded ``LocalCluster`` per process; it is
+    closed at interpreter exit. Call this to free its worker processes earlier; the
+    next such fit starts a new one.
+
+    Returns
+    -------
+    bool
+        Whether there was one to close.
+    """
+    global _embedded
+    with _embedded_lock:
+        emb, _embedded = _embedded, None
+    if emb is None or emb.key[0] != os.getpid():
+        return False
+    _close(emb)
+    return True
+
+
+atexit.register(close_embedded_cluster)
 
 
 def _check_mode(parallelism: str, handle: ClusterHandle) -> ClusterHandle:

@@ -138,7 +138,8 @@ def fit(algorithm: Algorithm, data: Any, *, n_rounds: int = 1,
         ``M`` and ``P``; ``None`` sizes them from the cluster.
     client : distributed.Client or None
         The cluster to run on; ``None``: the default client if there is one, else an
-        embedded ``LocalCluster`` sized to this machine (closed after the fit).
+        embedded ``LocalCluster`` sized to this machine (one per process, reused by
+        later fits; :func:`close_embedded_cluster`).
     n_jobs : int or None
         Caps each worker's budgeted threads, as scikit-learn's ``n_jobs``.
     lag : {0, 1}
