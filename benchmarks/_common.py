@@ -592,6 +592,34 @@ def write_results(path: str | Path, *, kind: str, config: Any, machine: dict[str
     return path
 
 
+class Results:
+    """A results file rewritten after every run: the machine's facts, the config, the
+    runs so far (:func:`write_results`); ``save(finished=True)`` stamps the end.
+
+    Parameters
+    ----------
+    config : dataclass instance
+        The resolved configuration; its ``output`` is the file.
+    kind : str
+        What ``summarize.py`` renders the file with.
+    runs : list of dict, optional
+        Runs already measured (a resumed benchmark).
+    """
+
+    def __init__(self, config: Any, kind: str,
+                 runs: list[dict[str, Any]] | None = None) -> None:
+        self.config, self.kind = config, kind
+        self.machine = machine_facts()
+        self.started = now_iso()
+        self.runs: list[dict[str, Any]] = list(runs or [])
+
+    def save(self, finished: bool = False) -> Path:
+        """Write the file."""
+        return write_results(self.config.output, kind=self.kind, config=self.config,
+                             machine=self.machine, runs=self.runs, started=self.started,
+                             finished=now_iso() if finished else None)
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -162,17 +162,10 @@ def _hsa2c(cfg: BenchMujocoConfig, env_id: str, seed: int) -> dict[str, Any]:
 
 
 def main(cfg: BenchMujocoConfig) -> Path:
-    machine = _common.machine_facts()
-    started = _common.now_iso()
     path = Path(cfg.output)
-    runs: list[dict[str, Any]] = []
-    if path.exists():
-        runs = json.loads(path.read_text()).get("runs", [])
-    done = {(r["env"], r["seed"], r["method"]) for r in runs}
-
-    def save(finished: str | None = None) -> Path:
-        return _common.write_results(cfg.output, kind=KIND, config=cfg, machine=machine,
-                                     runs=runs, started=started, finished=finished)
+    results = _common.Results(cfg, KIND, json.loads(path.read_text()).get("runs", [])
+                              if path.exists() else [])
+    done = {(r["env"], r["seed"], r["method"]) for r in results.runs}
 
     for env_id in cfg.envs:
         for seed in cfg.seeds:
@@ -181,12 +174,12 @@ def main(cfg: BenchMujocoConfig) -> Path:
                     continue
                 rec = (_hsa2c(cfg, env_id, seed) if method == "hsa2c"
                        else _sb3(cfg, env_id, seed, method.removeprefix("sb3-")))
-                runs.append(rec)
+                results.runs.append(rec)
                 print(f"[{env_id} seed {seed}] {method:8s} {rec['steps']} steps in "
                       f"{rec['wall_s']:.0f}s, evals "
                       f"{[round(c[2]) for c in rec['curve']]}", flush=True)
-                save()
-    return save(_common.now_iso())
+                results.save()
+    return results.save(finished=True)
 
 
 if __name__ == "__main__":

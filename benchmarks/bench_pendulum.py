@@ -172,14 +172,7 @@ def _hsa2c(cfg: BenchPendulumConfig, layout: str, seed: int, variant: str = "pla
 
 
 def main(cfg: BenchPendulumConfig) -> Path:
-    machine = _common.machine_facts()
-    started = _common.now_iso()
-    runs: list[dict[str, Any]] = []
-
-    def save(finished: str | None = None) -> Path:
-        return _common.write_results(cfg.output, kind=KIND, config=cfg, machine=machine,
-                                     runs=runs, started=started, finished=finished)
-
+    results = _common.Results(cfg, KIND)
     for seed in range(cfg.seeds):
         todo = [lambda s=seed, v=v: _sb3(cfg, s, v) for v in cfg.sb3] + [
             lambda s=seed, lay=lay, v=v: _hsa2c(cfg, lay, s, v)
@@ -189,12 +182,12 @@ def main(cfg: BenchPendulumConfig) -> Path:
             hit = next((c for c in rec["curve"] if c[2] >= cfg.threshold), None)
             rec["solve_s"], rec["solve_steps"] = (hit[0], hit[1]) if hit else (None, None)
             rec["final_eval"] = rec["curve"][-1][2] if rec["curve"] else None
-            runs.append(rec)
+            results.runs.append(rec)
             print(f"[seed {seed}] {rec['method']:12s} wall {rec['wall_s']:6.1f}s "
                   f"solve {rec['solve_s']} s at {rec['solve_steps']} steps, final eval "
                   f"{rec['final_eval']}", flush=True)
-            save()
-    return save(_common.now_iso())
+            results.save()
+    return results.save(finished=True)
 
 
 if __name__ == "__main__":
