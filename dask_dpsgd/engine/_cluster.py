@@ -322,8 +322,7 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
     m, p = default_layout(n_workers, threads_per_worker, cores)
     if threads_per_worker is None:
         p = apply_n_jobs(p, thread_cap)
-    client = embedded_client(m, p)
-    with client.as_current():
+    with embedded_client(m, p) as client, client.as_current():
         handle = _check_mode(parallelism, _handle(client, True, m, p, None))
         if verbose:
             logger.info("dask-dpsgd embedded cluster: %d worker(s) x %d core(s); "
@@ -334,64 +333,84 @@ def resolve_cluster(n_workers: int | None, threads_per_worker: int | None,
 
 @dataclass(slots=True)
 class _Embedded:
-    """The process's embedded cluster and what it was started for."""
+    """The process's embedded cluster, what it was started for and its fits running."""
 
     key: tuple[int, int, int, bool]  # (pid, workers, numba threads each, processes)
     cluster: distributed.LocalCluster
     client: distributed.Client
+    users: int = 0
 
 
 _embedded: _Embedded | None = None
 _embedded_lock = threading.Lock()
 
 
-def embedded_client(n_workers: int, threads: int) -> distributed.Client:
-    """The client of this process's embedded ``LocalCluster`` of ``n_workers`` worker
-    processes (``NUMBA_NUM_THREADS=threads`` each), started on first use and reused by
-    later fits.
+def _start(key: tuple[int, int, int, bool]) -> _Embedded:
+    """A ``LocalCluster`` of ``key``'s layout on 127.0.0.1, and its client."""
+    _, n_workers, threads, processes = key
+    cluster_kwargs: dict[str, Any] = dict(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=processes,
+        host="127.0.0.1",
+        # Threads-only clusters default to inproc://, which refuses a host.
+        protocol="tcp://",
+        dashboard_address="127.0.0.1:0",
+        # Workers' own nanny-level restarts would lose the parameter server silently.
+        silence_logs=logging.ERROR,
+    )
+    if processes:
+        # Size numba's pool in each worker process before numba is imported there
+        # (docs/design.rst, "Thread budget").
+        cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(threads)}
+    cluster = distributed.LocalCluster(**cluster_kwargs)
+    try:
+        client = distributed.Client(cluster, set_as_default=False)
+    except BaseException:
+        cluster.close()
+        raise
+    return _Embedded(key, cluster, client)
 
-    One embedded cluster per process: a fit asking for another layout, or finding the
-    cluster short of workers or closed, closes it and starts the one it needs. It is
-    never stored in an estimator (clone and pickle stay clean), is closed at
-    interpreter exit, and by :func:`close_embedded_cluster`. A forked child does not
-    use its parent's.
+
+@contextlib.contextmanager
+def embedded_client(n_workers: int, threads: int) -> Iterator[distributed.Client]:
+    """The client of this process's embedded ``LocalCluster`` of ``n_workers`` worker
+    processes (``NUMBA_NUM_THREADS=threads`` each), for the duration of one fit.
+
+    One embedded cluster per process, started on first use and reused by later fits.
+    A fit asking for another layout, or finding the cluster short of workers or
+    closed, closes it and starts the one it needs, unless another fit is running on
+    it: then the fit gets a cluster of its own, closed when it ends. It is never stored
+    in an estimator (clone and pickle stay clean), is closed at interpreter exit, and
+    by :func:`close_embedded_cluster`. A forked child does not use its parent's.
     """
     global _embedded
     # A daemon process (a multiprocessing pool's worker) cannot start processes.
     processes = not multiprocessing.current_process().daemon
     key = (os.getpid(), n_workers, threads, processes)
+    own = None
     with _embedded_lock:
         emb = _embedded
         if emb is not None and emb.key[0] != key[0]:
             _embedded = emb = None  # inherited through fork: the parent's cluster
-        if emb is not None and (emb.key != key or not _usable(emb, n_workers)):
+        if emb is not None and emb.users == 0 and (
+                emb.key != key or not _usable(emb, n_workers)):
             _close(emb)
             _embedded = emb = None
         if emb is None:
-            cluster_kwargs: dict[str, Any] = dict(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=processes,
-                host="127.0.0.1",
-                # Threads-only clusters default to inproc://, which refuses a host.
-                protocol="tcp://",
-                dashboard_address="127.0.0.1:0",
-                # Workers' own nanny-level restarts would lose the parameter server
-                # silently.
-                silence_logs=logging.ERROR,
-            )
-            if processes:
-                # Size numba's pool in each worker process before numba is imported
-                # there (docs/design.rst, "Thread budget").
-                cluster_kwargs["env"] = {"NUMBA_NUM_THREADS": str(threads)}
-            cluster = distributed.LocalCluster(**cluster_kwargs)
-            try:
-                client = distributed.Client(cluster, set_as_default=False)
-            except BaseException:
-                cluster.close()
-                raise
-            _embedded = emb = _Embedded(key, cluster, client)
-        return emb.client
+            _embedded = emb = _start(key)
+        if emb.key == key:
+            emb.users += 1
+        else:  # in use by a fit of another layout
+            own = _start(key)
+    try:
+        yield (own or emb).client
+    finally:
+        if own is not None:
+            _close(own)
+        else:
+            with _embedded_lock:
+                emb.users -= 1
 
 
 def _usable(emb: _Embedded, n_workers: int) -> bool:
@@ -413,8 +432,8 @@ def close_embedded_cluster() -> bool:
     """Close this process's embedded Dask cluster, if a fit started one.
 
     Fits without a Dask client share one embedded ``LocalCluster`` per process; it is
-    closed at interpreter exit. Call this to free its worker processes earlier; the
-    next such fit starts a new one.
+    closed at interpreter exit. Call this to free its worker processes earlier (not
+    while a fit runs on it); the next such fit starts a new one.
 
     Returns
     -------

@@ -14,6 +14,7 @@ import textwrap
 SCRIPT = textwrap.dedent('''
     import json
     import pickle
+    import threading
 
     import numpy as np
     from sklearn.base import clone
@@ -49,6 +50,26 @@ SCRIPT = textwrap.dedent('''
                    threads_per_worker=1).fit()
         report["relayout"] = (address() != seen[0]
                               and list(_cluster._embedded.key[1:3]) == [1, 1])
+        # Two fits at once in threads, of two layouts: the second gets a cluster of
+        # its own instead of closing the one the first runs on.
+        outcome = {}
+
+        def run(name, **kw):
+            try:
+                HSA2CAgent("CartPole-v1", total_timesteps=3_000, **kw).fit()
+                outcome[name] = "ok"
+            except Exception as exc:  # reported, not raised, in a thread
+                outcome[name] = repr(exc)
+
+        threads = [threading.Thread(target=run, args=("1x1",),
+                                    kwargs=dict(n_workers=1, threads_per_worker=1)),
+                   threading.Thread(target=run, args=("2x1",),
+                                    kwargs=dict(n_workers=2, threads_per_worker=1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report["concurrent"] = outcome
         report["closed"] = close_embedded_cluster()
         report["closed_again"] = close_embedded_cluster()
         lda.partial_fit(X[:16])
@@ -68,5 +89,6 @@ def test_fits_without_a_client_share_one_embedded_cluster(tmp_path):
     report = json.loads(line.removeprefix("REPORT "))
     assert report == {"stream_one_cluster": True, "key": report["key"],
                       "no_cluster_in_estimator": True, "fit_reuses": True,
-                      "relayout": True, "closed": True, "closed_again": False,
+                      "relayout": True, "concurrent": {"1x1": "ok", "2x1": "ok"},
+                      "closed": True, "closed_again": False,
                       "restarted": True}, report
