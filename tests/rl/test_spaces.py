@@ -215,18 +215,21 @@ def _binary_copy_env():
 
 
 @pytest.mark.learning
-@pytest.mark.parametrize(("env", "random_score", "perfect"),
-                         [(CopyCodeEnv, 40 / 3, 40.0), (_binary_copy_env, 40.0, 80.0)])
+@pytest.mark.parametrize(("env", "steps", "random_score", "perfect"),
+                         [(CopyCodeEnv, 30_000, 40 / 3, 40.0),
+                          (_binary_copy_env, 60_000, 40.0, 80.0)])
 def test_multidiscrete_and_multibinary_actions_are_learned_on_every_seed(
-        client, env, random_score, perfect):
+        client, env, steps, random_score, perfect):
     scores = []
     for seed in range(3):
-        agent = HSA2CAgent(env, total_timesteps=30_000, learning_rate=3e-3,
+        agent = HSA2CAgent(env, total_timesteps=steps, learning_rate=3e-3,
                            random_state=seed).fit()
         scores.append(agent.score(n_episodes=10, random_state=seed))
-    # Halfway from random play to perfect, on every seed. Measured (AMD EPYC, seeds
-    # 0-5, native / generic CPU): MultiDiscrete 40.0 (perfect) on every seed, bar
-    # 26.7; MultiBinary 69.7-80.0 / 68.6-80.0, bar 60.
+    # Halfway from random play to perfect, on every seed. Measured (AMD EPYC, 2
+    # workers, seeds 0-5): MultiDiscrete 40.0 (perfect) on every seed at 30k steps, in
+    # every CI environment, bar 26.7. MultiBinary at 30k steps went as low as 57.5 with
+    # the dependency floors (numpy 1.24, numba 0.57, gymnasium 1.1), so it trains 60k:
+    # native 75.0-80.0, generic CPU 71.4-80.0, floors 73.1-80.0; bar 60.
     assert min(scores) >= (random_score + perfect) / 2, scores
 
 
