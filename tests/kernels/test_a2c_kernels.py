@@ -21,11 +21,15 @@ import pytest
 
 from dask_dpsgd._kernels import a2c, nn
 from tests import _naive_a2c as naive
+from tests._a2c_checks import (
+    ENT_COEF,
+    VF_COEF,
+    assert_grad_matches_sb3,
+    kernel_grad,
+)
 
 OBS_DIM = 3
 N_ACT = 3
-ENT_COEF = 0.01
-VF_COEF = 0.5
 
 # The network's forward pass with both heads' raw outputs (logits or means, values),
 # for the tests only: the library's kernels act (policy_act_value) or value
@@ -95,16 +99,6 @@ def _problem(continuous, activation, n=9, seed=0, hidden=(5, 4), hidden_vf=(6,))
     adv = rng.standard_normal(n)
     ret = rng.standard_normal(n)
     return layout, np.asarray(layout, np.int64), theta, obs, actions, adv, ret
-
-
-def _kernel_grad(fn, layout, lay, theta, obs, actions, adv, ret, n_chunks=2):
-    grad = np.empty_like(theta)
-    losses = np.empty(3)
-    slabs, work = nn.make_grad_workspace(layout, n_chunks)
-    loss = fn(
-        theta, lay, obs, actions, adv, ret, ENT_COEF, VF_COEF, grad, losses, slabs, work
-    )
-    return loss, grad, losses
 
 
 def _naive_loss(layout, obs, actions, adv, ret):
@@ -214,7 +208,7 @@ def test_linear_heads_without_hidden_layers():
     values = np.empty(len(obs))
     policy_value_forward(theta, lay, obs, pi, values)
     np.testing.assert_allclose(pi, naive.forward(theta, layout, obs)[0], rtol=1e-12)
-    _, grad, _ = _kernel_grad(
+    _, grad, _ = kernel_grad(
         nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
     )
     fd = naive.finite_difference_grad(
@@ -241,7 +235,7 @@ def test_gradient_matches_finite_differences(continuous, activation, parallel):
     # loops and their remainders; widths 5, 4, 6 do the same for 4-row unrolling.
     layout, lay, theta, obs, actions, adv, ret = _problem(continuous, activation, n=23)
     fn = nn.select_a2c_loss_grad(parallel)
-    loss, grad, losses = _kernel_grad(
+    loss, grad, losses = kernel_grad(
         fn, layout, lay, theta, obs, actions, adv, ret, n_chunks=2
     )
     ref = naive.a2c_loss(theta, layout, obs, actions, adv, ret, ENT_COEF, VF_COEF)
@@ -261,14 +255,14 @@ def test_serial_equals_parallel(continuous, activation):
     layout, lay, theta, obs, actions, adv, ret = _problem(continuous, activation, n=37)
     args = (layout, lay, theta, obs, actions, adv, ret)
     for n_chunks in (1, 2, 5, 64):  # 64 > n: empty chunks are fine
-        ls, gs, xs = _kernel_grad(nn.a2c_loss_grad, *args, n_chunks=n_chunks)
-        lp, gp, xp = _kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=n_chunks)
+        ls, gs, xs = kernel_grad(nn.a2c_loss_grad, *args, n_chunks=n_chunks)
+        lp, gp, xp = kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=n_chunks)
         # Same chunking -> same summation order -> bit-identical.
         assert ls == lp
         np.testing.assert_array_equal(gs, gp)
         np.testing.assert_array_equal(xs, xp)
-    _, g1, _ = _kernel_grad(nn.a2c_loss_grad, *args, n_chunks=1)
-    _, g5, _ = _kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=5)
+    _, g1, _ = kernel_grad(nn.a2c_loss_grad, *args, n_chunks=1)
+    _, g5, _ = kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=5)
     np.testing.assert_allclose(g5, g1, rtol=1e-12, atol=1e-15)
 
 
@@ -305,10 +299,10 @@ def test_parallel_variant_is_really_parallel():
 
 def test_undecorated_kernel_runs_as_python():
     layout, lay, theta, obs, actions, adv, ret = _problem(True, "tanh", n=4)
-    lj, gj, _ = _kernel_grad(
+    lj, gj, _ = kernel_grad(
         nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
     )
-    lp, gp, _ = _kernel_grad(
+    lp, gp, _ = kernel_grad(
         nn._a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
     )
     np.testing.assert_allclose(lp, lj, rtol=1e-12)
@@ -358,26 +352,8 @@ def test_matches_sb3_policy_autograd(continuous):
     t_actions = th.from_numpy(actions)
     if not continuous:
         t_actions = t_actions.long().flatten()
-    values, log_prob, entropy = policy.evaluate_actions(th.from_numpy(obs), t_actions)
-    values = values.flatten()
-    # SB3 A2C.train, verbatim.
-    policy_loss = -(th.from_numpy(adv) * log_prob).mean()
-    value_loss = th.nn.functional.mse_loss(th.from_numpy(ret), values)
-    entropy_loss = -th.mean(entropy)
-    loss = policy_loss + ENT_COEF * entropy_loss + VF_COEF * value_loss
-    loss.backward()
-    ref_grad = np.zeros_like(theta)
-    for key, param in policy.named_parameters():
-        ref_grad[key_slices[key]] = param.grad.numpy().ravel()
-
-    k_loss, grad, losses = _kernel_grad(
-        nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
-    )
-    np.testing.assert_allclose(k_loss, loss.item(), rtol=1e-12)
-    np.testing.assert_allclose(
-        losses, [policy_loss.item(), entropy_loss.item(), value_loss.item()], rtol=1e-12
-    )
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert_grad_matches_sb3(policy, key_slices, layout, lay, theta, obs, t_actions,
+                            actions, adv, ret)
 
     noise = np.zeros((len(obs), 1 if not continuous else N_ACT))
     out_a = np.empty_like(noise)

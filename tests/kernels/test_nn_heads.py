@@ -15,10 +15,14 @@ import pytest
 
 from dask_dpsgd._kernels import nn
 from tests import _naive_a2c as naive
+from tests._a2c_checks import (
+    ENT_COEF,
+    VF_COEF,
+    assert_grad_matches_sb3,
+    kernel_grad,
+)
 
 OBS_DIM = 3
-ENT_COEF = 0.01
-VF_COEF = 0.5
 GROUPS = (3, 2, 4)  # MultiDiscrete([3, 2, 4])
 BINARY = (2, 2, 2)  # MultiBinary(3)
 BOX_DIM = 2
@@ -70,18 +74,6 @@ def _problem(head, activation="tanh", n=9, seed=0, **kw):
     adv = rng.standard_normal(n)
     ret = rng.standard_normal(n)
     return layout, np.asarray(layout, np.int64), theta, obs, actions, adv, ret
-
-
-def _kernel_grad(fn, layout, lay, theta, obs, actions, adv, ret, n_chunks=2,
-                 ent_coef=ENT_COEF, vf_coef=VF_COEF):
-    grad = np.empty_like(theta)
-    losses = np.empty(3)
-    slabs, work = nn.make_grad_workspace(layout, n_chunks)
-    loss = fn(
-        theta, lay, obs, actions, adv, ret, ent_coef, vf_coef, grad, losses, slabs,
-        work,
-    )
-    return loss, grad, losses
 
 
 def _naive_loss(layout, theta0, obs, actions, adv, ret):
@@ -216,7 +208,7 @@ GRAD_IDS = [f"{h}-{a}" for h, a in GRAD_CASES]
 def test_gradient_matches_finite_differences(head, activation, parallel):
     layout, lay, theta, obs, actions, adv, ret = _problem(head, activation, n=23)
     fn = nn.select_a2c_loss_grad(parallel)
-    loss, grad, losses = _kernel_grad(fn, layout, lay, theta, obs, actions, adv, ret)
+    loss, grad, losses = kernel_grad(fn, layout, lay, theta, obs, actions, adv, ret)
     h0 = naive.policy_latent(theta, layout, obs) if head == "sde" else None
     ref = naive.a2c_loss(
         theta, layout, obs, actions, adv, ret, ENT_COEF, VF_COEF, h0
@@ -239,7 +231,7 @@ def test_gradient_without_hidden_layers(head):
     layout, lay, theta, obs, actions, adv, ret = _problem(
         head, hidden=(), hidden_vf=(), n=7
     )
-    _, grad, _ = _kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions,
+    _, grad, _ = kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions,
                               adv, ret)
     fd = naive.finite_difference_grad(
         _naive_loss(layout, theta, obs, actions, adv, ret), theta
@@ -250,7 +242,7 @@ def test_gradient_without_hidden_layers(head):
 def test_sde_latent_is_detached_in_sigma():
     """Finite differences through sigma's latent give another gradient (not vacuous)."""
     layout, lay, theta, obs, actions, adv, ret = _problem("sde", n=11)
-    _, grad, _ = _kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions,
+    _, grad, _ = kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions,
                               adv, ret)
 
     def attached(t):
@@ -266,22 +258,22 @@ def test_serial_equals_parallel(head):
     layout, lay, theta, obs, actions, adv, ret = _problem(head, "relu", n=37)
     args = (layout, lay, theta, obs, actions, adv, ret)
     for n_chunks in (1, 2, 5, 64):
-        ls, gs, xs = _kernel_grad(nn.a2c_loss_grad, *args, n_chunks=n_chunks)
-        lp, gp, xp = _kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=n_chunks)
+        ls, gs, xs = kernel_grad(nn.a2c_loss_grad, *args, n_chunks=n_chunks)
+        lp, gp, xp = kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=n_chunks)
         assert ls == lp
         np.testing.assert_array_equal(gs, gp)
         np.testing.assert_array_equal(xs, xp)
-    _, g1, _ = _kernel_grad(nn.a2c_loss_grad, *args, n_chunks=1)
-    _, g5, _ = _kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=5)
+    _, g1, _ = kernel_grad(nn.a2c_loss_grad, *args, n_chunks=1)
+    _, g5, _ = kernel_grad(nn.a2c_loss_grad_parallel, *args, n_chunks=5)
     np.testing.assert_allclose(g5, g1, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("head", ["sde", "multidiscrete"])
 def test_undecorated_kernel_runs_as_python(head):
     layout, lay, theta, obs, actions, adv, ret = _problem(head, n=4)
-    lj, gj, _ = _kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv,
+    lj, gj, _ = kernel_grad(nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv,
                              ret)
-    lp, gp, _ = _kernel_grad(nn._a2c_loss_grad, layout, lay, theta, obs, actions,
+    lp, gp, _ = kernel_grad(nn._a2c_loss_grad, layout, lay, theta, obs, actions,
                              adv, ret)
     np.testing.assert_allclose(lp, lj, rtol=1e-12)
     np.testing.assert_allclose(gp, gj, rtol=1e-10, atol=1e-14)
@@ -434,7 +426,7 @@ def test_log_prob_entropy_and_grads_match_torch(case):
             theta_t.grad = None
             out.grad = None
             value.backward(retain_graph=True)
-            _, grad, losses = _kernel_grad(
+            _, grad, losses = kernel_grad(
                 nn.a2c_loss_grad, layout, lay, theta, obs[i : i + 1],
                 actions[i : i + 1], adv, zero, n_chunks=1, ent_coef=ent_coef,
                 vf_coef=0.0,
@@ -464,7 +456,7 @@ def test_multibinary_as_two_way_categoricals_is_bernoulli():
         bern = th.distributions.Bernoulli(logits=l_t)
         logp = bern.log_prob(th.from_numpy(actions[i])).sum()
         logp.backward()
-        _, grad, losses = _kernel_grad(
+        _, grad, losses = kernel_grad(
             nn.a2c_loss_grad, layout, lay, theta, obs[i : i + 1], actions[i : i + 1],
             np.ones(1), np.zeros(1), n_chunks=1, ent_coef=0.0, vf_coef=0.0,
         )
@@ -473,7 +465,7 @@ def test_multibinary_as_two_way_categoricals_is_bernoulli():
         np.testing.assert_allclose(dz[:, 1], l_t.grad.numpy(), rtol=1e-9, atol=1e-14)
         np.testing.assert_allclose(dz[:, 0], -l_t.grad.numpy(), rtol=1e-9, atol=1e-14)
         ent = bern.entropy().sum().item()
-        _, _, losses = _kernel_grad(
+        _, _, losses = kernel_grad(
             nn.a2c_loss_grad, layout, lay, theta, obs[i : i + 1], actions[i : i + 1],
             np.zeros(1), np.zeros(1), n_chunks=1, ent_coef=1.0, vf_coef=0.0,
         )
@@ -543,25 +535,8 @@ def test_matches_sb3_policy_autograd(head):
     t_actions = th.from_numpy(actions)
     if head != "sde":
         t_actions = t_actions.long()
-    values, log_prob, entropy = policy.evaluate_actions(th.from_numpy(obs), t_actions)
-    values = values.flatten()
-    policy_loss = -(th.from_numpy(adv) * log_prob).mean()
-    value_loss = th.nn.functional.mse_loss(th.from_numpy(ret), values)
-    entropy_loss = -th.mean(entropy)
-    loss = policy_loss + ENT_COEF * entropy_loss + VF_COEF * value_loss
-    loss.backward()
-    ref_grad = np.zeros_like(theta)
-    for key, param in policy.named_parameters():
-        ref_grad[key_slices[key]] = param.grad.numpy().ravel()
-
-    k_loss, grad, losses = _kernel_grad(
-        nn.a2c_loss_grad, layout, lay, theta, obs, actions, adv, ret
-    )
-    np.testing.assert_allclose(k_loss, loss.item(), rtol=1e-12)
-    np.testing.assert_allclose(
-        losses, [policy_loss.item(), entropy_loss.item(), value_loss.item()], rtol=1e-12
-    )
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert_grad_matches_sb3(policy, key_slices, layout, lay, theta, obs, t_actions,
+                            actions, adv, ret)
 
     noise = np.zeros((len(obs), nn.noise_cols(layout)))
     out_a = np.empty((len(obs), layout[nn.L_ACTION_COLS]))
